@@ -1,0 +1,163 @@
+"""Settings, read from the environment and `.env`, in small groups.
+
+Each group is its own `BaseSettings` with an env prefix, so the variable names stay the
+ones operators expect (`DATABASE_URL`, `REDIS_URL`, `JWT_SECRET`...) while the code reads
+`settings.database.url`. `.env.example` documents every variable.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal, Self
+
+from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+JWT_SECRET_PLACEHOLDER = "change-me-in-production-this-is-not-a-secret"  # noqa: S105 - refused
+# RFC 7518 §3.2: an HMAC key at least as long as the hash output.
+MIN_JWT_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class _Group(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+
+class DatabaseSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="DATABASE_")
+
+    url: str = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
+    pool_size: PositiveInt = 10
+    max_overflow: Annotated[int, Field(ge=0)] = 5
+    # Seconds a request waits for a pooled connection before it answers 503.
+    pool_timeout: Annotated[float, Field(gt=0)] = 5.0
+    pool_recycle: PositiveInt = 1800
+    pool_pre_ping: bool = True
+    connect_timeout: Annotated[float, Field(gt=0)] = 5.0
+    # Server-side cap on any single statement, in milliseconds (0 disables it).
+    statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _asyncpg_only(cls, value: str) -> str:
+        url = make_url(value)
+        if url.drivername != "postgresql+asyncpg":
+            msg = "DATABASE_URL must use the postgresql+asyncpg:// scheme"
+            raise ValueError(msg)
+        if not url.database:
+            msg = "DATABASE_URL must name a database"
+            raise ValueError(msg)
+        return value
+
+
+class RedisSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="REDIS_")
+
+    url: str = "redis://127.0.0.1:6379/0"
+    max_connections: PositiveInt = 50
+    socket_timeout: Annotated[float, Field(gt=0)] = 2.0
+
+    @field_validator("url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            msg = "REDIS_URL must start with redis://, rediss:// or unix://"
+            raise ValueError(msg)
+        return value
+
+
+class AuthSettings(_Group):
+    jwt_secret: SecretStr = SecretStr(JWT_SECRET_PLACEHOLDER)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    jwt_issuer: str = "app"
+    jwt_audience: str = "app-api"
+    access_token_expire_minutes: PositiveInt = 15
+    refresh_token_expire_days: PositiveInt = 7
+    password_reset_expire_minutes: PositiveInt = 30
+    # Argon2id; the defaults are OWASP's "m=19 MiB, t=2, p=1" profile.
+    argon2_time_cost: PositiveInt = 2
+    argon2_memory_kib: Annotated[int, Field(ge=8)] = 19_456
+    argon2_parallelism: PositiveInt = 1
+    # Hashes running at once per process; more requests wait their turn.
+    argon2_max_threads: PositiveInt = 2
+    # Failed logins allowed per (account, client address) and per client address
+    # within the window before /auth/token answers 429.
+    login_max_failures: PositiveInt = 5
+    login_max_failures_per_address: PositiveInt = 50
+    login_failure_window_seconds: PositiveInt = 900
+
+
+class MailSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="MAIL_")
+
+    backend: Literal["console"] = "console"
+    sender: str = "App <no-reply@example.com>"
+
+
+class Settings(_Group):
+    environment: Environment = Environment.development
+    project_name: str = "App API"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] | None = None
+    # Where links in emails point (the password-reset page of your front end).
+    public_base_url: str = "http://127.0.0.1:8000"
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: PositiveInt = 1_048_576
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    web_concurrency: PositiveInt = 1
+    first_superuser_email: str | None = None
+    first_superuser_password: SecretStr | None = None
+
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    mail: MailSettings = Field(default_factory=MailSettings)
+
+    @field_validator("first_superuser_email", "first_superuser_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_weak_secret(self) -> Self:
+        if self.environment is Environment.development:
+            return self
+        secret = self.auth.jwt_secret.get_secret_value()
+        minimum = MIN_JWT_SECRET_BYTES[self.auth.jwt_algorithm]
+        if secret == JWT_SECRET_PLACEHOLDER or len(secret.encode()) < minimum:
+            msg = (
+                f"JWT_SECRET must be set to at least {minimum} random bytes "
+                f"when ENVIRONMENT={self.environment.value} "
+                '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
+            )
+            raise ValueError(msg)
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.production
+
+    @property
+    def resolved_log_format(self) -> Literal["text", "json"]:
+        if self.log_format is not None:
+            return self.log_format
+        return "json" if self.is_production else "text"
+
+
+PROJECT_ROOT = Path(__file__).resolve().parents[3]

@@ -1,0 +1,89 @@
+"""Declarative base, the unit of work, and what runs after a commit.
+
+One request (or one job) is one `AsyncSession` and one transaction. `session_scope`
+commits once at the end and only then runs the callbacks registered with
+`after_commit` (jobs to enqueue, events to publish), so nothing outside the database
+ever sees a write that was rolled back. Services and repositories only `flush()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from uuid import UUID
+
+from sqlalchemy import DateTime, MetaData, func
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from app.core.errors import AppError
+from app.core.ids import uuid7
+
+logger = logging.getLogger(__name__)
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UUIDPrimaryKey:
+    id: Mapped[UUID] = mapped_column(primary_key=True, default=uuid7)
+
+
+class Timestamps:
+    # Set by the application (not fetched back from the server), so an updated row
+    # needs no extra round trip and never triggers a lazy load under asyncio.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(
+        default=utcnow, onupdate=utcnow, server_default=func.now()
+    )
+
+
+AfterCommit = Callable[[], Awaitable[None]]
+_AFTER_COMMIT_KEY = "after_commit"
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once the session's transaction has committed; never on rollback."""
+    session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+async def commit(session: AsyncSession) -> None:
+    await session.commit()
+    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+    for callback in callbacks:
+        await callback()
+
+
+@asynccontextmanager
+async def session_scope(
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    info: dict[str, object] | None = None,
+) -> AsyncIterator[AsyncSession]:
+    """A session whose transaction commits once when the block ends without error."""
+    async with maker() as session:
+        session.info.update(info or {})
+        try:
+            yield session
+        except AppError as exc:
+            if not exc.commit:
+                raise
+            await commit(session)
+            raise
+        await commit(session)

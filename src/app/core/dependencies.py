@@ -1,0 +1,56 @@
+"""FastAPI dependencies for the shared resources, as `Annotated` aliases."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.requests import HTTPConnection
+
+from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.jobs import job_info
+from app.core.resources import Resources
+
+
+def get_resources(connection: HTTPConnection) -> Resources:
+    resources: Resources = connection.state.resources
+    return resources
+
+
+ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_settings(resources: ResourcesDep) -> Settings:
+    return resources.settings
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_redis(resources: ResourcesDep) -> Redis:
+    return resources.redis
+
+
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+def get_sessionmaker(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:
+    """Overridden by the tests to bind every session to one rolled-back transaction."""
+    return resources.sessionmaker
+
+
+async def get_session(
+    resources: ResourcesDep,
+    maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
+) -> AsyncIterator[AsyncSession]:
+    async with session_scope(maker, info=job_info(resources.arq)) as session:
+        yield session
+
+
+# scope="function": the commit runs before the response is sent, so a failed commit
+# answers an error instead of a 2xx that lied.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]

@@ -1,0 +1,258 @@
+"""Domain errors and their rendering as RFC 9457 problem details.
+
+Services raise the classes below; `install_error_handlers` maps every error the service
+can answer (its own, Starlette's, validation, an unreachable database or Redis, and any
+bug) to one `application/problem+json` shape:
+`{type, title, status, detail, instance, request_id, errors?}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.core.context import request_id_from_scope
+
+logger = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+
+class AppError(Exception):
+    """An error a service raises; it carries its HTTP status and a stable code."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal-error"
+    # True when the transaction's writes must be kept although the request fails
+    # (for example, revoking a token family after a refresh token was replayed).
+    commit: ClassVar[bool] = False
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class BadRequest(AppError):
+    status = 400
+    code = "bad-request"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer", **(headers or {})})
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not-found"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+
+
+class PreconditionFailed(AppError):
+    status = 412
+    code = "precondition-failed"
+
+
+class ContentTooLarge(AppError):
+    status = 413
+    code = "content-too-large"
+
+
+class UnprocessableContent(AppError):
+    status = 422
+    code = "validation-error"
+
+    def __init__(self, detail: str, *, field: str, type_: str = "value_error") -> None:
+        super().__init__(detail)
+        self.errors = [{"field": field, "message": detail, "type": type_}]
+
+
+class TooManyRequests(AppError):
+    status = 429
+    code = "too-many-requests"
+
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
+class NotModified(Exception):
+    """Answer 304 to a conditional GET whose validator still matches."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        super().__init__("not modified")
+        self.headers = dict(headers)
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details body."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None
+    errors: list[FieldError] | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json bodies for `statuses`."""
+    return {
+        status: {
+            "description": HTTPStatus(status).phrase,
+            "model": Problem,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }
+
+
+def problem(
+    request: Request,
+    *,
+    status: int,
+    detail: str | None = None,
+    code: str | None = None,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    request_id = request_id_from_scope(request.scope)
+    body: dict[str, Any] = {
+        "type": f"urn:problem:{code}" if code else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail or HTTPStatus(status).description,
+        "instance": request.url.path,
+        "request_id": request_id,
+    }
+    if errors is not None:
+        body["errors"] = list(errors)
+    response_headers = dict(headers or {})
+    if request_id:
+        response_headers.setdefault("X-Request-ID", request_id)
+    return JSONResponse(body, status_code=status, headers=response_headers, media_type=PROBLEM_JSON)
+
+
+async def _app_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, AppError)
+    errors = getattr(exc, "errors", None)
+    return problem(
+        request,
+        status=exc.status,
+        detail=exc.detail,
+        code=exc.code,
+        errors=errors,
+        headers=exc.headers,
+    )
+
+
+async def _not_modified(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotModified)
+    return Response(status_code=304, headers=exc.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return problem(request, status=exc.status_code, detail=exc.detail, headers=exc.headers)
+
+
+def _field_name(loc: Sequence[str | int]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    # The submitted values are left out on purpose: they may be passwords or tokens.
+    errors = [
+        {"field": _field_name(error["loc"]), "message": error["msg"], "type": error["type"]}
+        for error in exc.errors()
+    ]
+    return problem(
+        request,
+        status=422,
+        detail="The request is invalid; see `errors`.",
+        code="validation-error",
+        errors=errors,
+    )
+
+
+async def _dependency_down(request: Request, exc: Exception) -> Response:
+    logger.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
+    return problem(
+        request,
+        status=503,
+        detail="A service this request needs is unavailable; retry shortly.",
+        code="service-unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(
+        request, status=500, detail="An unexpected error occurred.", code="internal-error"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(NotModified, _not_modified)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for unavailable in (
+        PoolTimeoutError,
+        RedisConnectionError,
+        RedisTimeoutError,
+        ConnectionError,
+        TimeoutError,
+    ):
+        app.add_exception_handler(unavailable, _dependency_down)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(Exception, _unhandled)
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DBAPIError)
+    # A dropped connection means the database is unavailable; anything else is a bug.
+    if exc.connection_invalidated or isinstance(exc.orig, ConnectionError | OSError):
+        return await _dependency_down(request, exc)
+    return await _unhandled(request, exc)

@@ -1,0 +1,63 @@
+"""HTTP conditional requests (RFC 9110 §13): entity tags for versioned resources."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Response
+
+from app.core.errors import NotModified, PreconditionFailed
+
+
+def etag_of(version: int) -> str:
+    return f'"{version}"'
+
+
+def _tags(header: str) -> list[str]:
+    return [part.strip() for part in header.split(",") if part.strip()]
+
+
+class Precondition:
+    """The request's `If-Match`, checked by a service against the current entity tag."""
+
+    def __init__(self, if_match: str | None) -> None:
+        self.if_match = if_match
+
+    def check(self, current_etag: str) -> None:
+        if self.if_match is None:
+            return
+        # Strong comparison: a weak tag (W/"...") never satisfies If-Match.
+        tags = _tags(self.if_match)
+        if "*" in tags or current_etag in tags:
+            return
+        raise PreconditionFailed(
+            f"The resource has changed (its ETag is now {current_etag}); fetch it and retry"
+        )
+
+
+def get_precondition(
+    if_match: Annotated[
+        str | None,
+        Header(
+            max_length=1024,
+            description="Apply the change only if the resource's ETag is one of these.",
+        ),
+    ] = None,
+) -> Precondition:
+    return Precondition(if_match)
+
+
+IfMatch = Annotated[Precondition, Depends(get_precondition)]
+
+
+def not_modified_unless_changed(if_none_match: str | None, current_etag: str) -> None:
+    """Raise `NotModified` when `If-None-Match` still matches (weak comparison)."""
+    if if_none_match is None:
+        return
+    wanted = {tag.removeprefix("W/") for tag in _tags(if_none_match)}
+    if "*" in wanted or current_etag in wanted:
+        raise NotModified({"ETag": current_etag})
+
+
+def set_etag(response: Response, etag: str) -> None:
+    response.headers["ETag"] = etag

@@ -1,0 +1,140 @@
+"""`Idempotency-Key` for creates: a retried POST returns the first response.
+
+How it fits together:
+- a dependency (wired with the caller's identity in `auth.dependencies`) calls
+  `Idempotency.begin()` once the caller is authenticated: it replays a stored response,
+  refuses a key reused with another body (422) or still in flight (409), or takes the key;
+- `IdempotentRoute` sees the final response of the path operation (after the commit, as
+  `SessionDep` commits before the response exists) and stores it for 24 hours, or frees
+  the key when the request failed, so the client can retry.
+Keys are scoped per caller, so one user can never replay another's response.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+from redis.asyncio import Redis
+
+from app.core.errors import Conflict, UnprocessableContent
+
+RECORD_TTL_SECONDS = 24 * 3600
+# A request that holds a key longer than this (a crashed process) releases it.
+IN_FLIGHT_TTL_SECONDS = 60
+SCOPE_KEY = "app.idempotency"
+REPLAYED_HEADER = "Idempotent-Replayed"
+_KEPT_HEADERS = ("content-type", "location", "etag")
+
+
+class ReplayResponse(Exception):
+    def __init__(self, response: Response) -> None:
+        super().__init__("idempotent replay")
+        self.response = response
+
+
+async def replay_handler(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ReplayResponse)
+    return exc.response
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    digest = hashlib.sha256()
+    for part in (method.encode(), path.encode(), canonical):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+class Idempotency:
+    def __init__(self, redis: Redis, *, scope: str, key: str, fingerprint: str) -> None:
+        self._redis = redis
+        self._key = f"idempotency:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
+        self._fingerprint = fingerprint
+        self._owned = False
+
+    async def begin(self) -> None:
+        """Take the key, or raise what the client must get instead."""
+        in_flight = json.dumps({"state": "in_flight", "fingerprint": self._fingerprint})
+        if await self._redis.set(self._key, in_flight, nx=True, ex=IN_FLIGHT_TTL_SECONDS):
+            self._owned = True
+            return None
+        raw = await self._redis.get(self._key)
+        if raw is None:  # expired between the two calls: the key is free again
+            return await self.begin()
+        record = json.loads(raw)
+        if record["fingerprint"] != self._fingerprint:
+            raise UnprocessableContent(
+                "This Idempotency-Key was already used with a different request",
+                field="header.Idempotency-Key",
+                type_="idempotency_key_reused",
+            )
+        if record["state"] == "in_flight":
+            raise Conflict("A request with this Idempotency-Key is still in progress; retry later")
+        raise ReplayResponse(_restore(record))
+
+    async def complete(self, response: Response) -> None:
+        body = getattr(response, "body", None)
+        if not self._owned:
+            return
+        if 200 <= response.status_code < 300 and isinstance(body, bytes):
+            record = {
+                "state": "done",
+                "fingerprint": self._fingerprint,
+                "status": response.status_code,
+                "headers": {
+                    name: value for name, value in response.headers.items() if name in _KEPT_HEADERS
+                },
+                "body": base64.b64encode(body).decode(),
+            }
+            await self._redis.set(self._key, json.dumps(record), ex=RECORD_TTL_SECONDS)
+        else:
+            await self.release()
+
+    async def release(self) -> None:
+        if self._owned:
+            self._owned = False
+            await self._redis.delete(self._key)
+
+
+def _restore(record: dict[str, Any]) -> Response:
+    headers = {**record["headers"], REPLAYED_HEADER: "true"}
+    return Response(
+        content=base64.b64decode(record["body"]), status_code=record["status"], headers=headers
+    )
+
+
+def attach(request: Request, idempotency: Idempotency) -> None:
+    """Hand a taken key to `IdempotentRoute`, which stores the response under it."""
+    request.scope[SCOPE_KEY] = idempotency
+
+
+class IdempotentRoute(APIRoute):
+    """Stores or releases the `Idempotency` a dependency took for this request."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except BaseException:
+                idempotency = request.scope.get(SCOPE_KEY)
+                if isinstance(idempotency, Idempotency):
+                    await idempotency.release()
+                raise
+            idempotency = request.scope.get(SCOPE_KEY)
+            if isinstance(idempotency, Idempotency):
+                await idempotency.complete(response)
+            return response
+
+        return handle

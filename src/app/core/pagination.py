@@ -1,0 +1,95 @@
+"""Keyset (cursor) pagination over time-ordered UUID primary keys.
+
+Rows are listed newest first by `id` (a UUIDv7, unique and creation-ordered). The cursor
+is the last id of a page, base64url-encoded and opaque to clients; following
+`next_cursor` until it is null visits every row that existed when the walk began exactly
+once, whatever is inserted meanwhile.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Sequence
+from typing import Annotated, Any, Generic, TypeVar
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+T = TypeVar("T")
+ModelT = TypeVar("ModelT")
+
+
+def encode_cursor(position: UUID) -> str:
+    return base64.urlsafe_b64encode(position.bytes).rstrip(b"=").decode()
+
+
+def decode_cursor(cursor: str) -> UUID:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+        return UUID(bytes=raw)
+    except (binascii.Error, ValueError) as exc:
+        msg = "malformed cursor; pass back a next_cursor value unchanged"
+        raise ValueError(msg) from exc
+
+
+class PageParams(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    limit: Annotated[int, Field(ge=1, le=100, description="Page size.")] = 20
+    cursor: Annotated[
+        str | None,
+        Field(max_length=64, description="The `next_cursor` of the previous page."),
+    ] = None
+
+    @field_validator("cursor")
+    @classmethod
+    def _valid_cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_cursor(value)
+        return value
+
+    @property
+    def after(self) -> UUID | None:
+        return decode_cursor(self.cursor) if self.cursor is not None else None
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, as the API returns it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    items: list[T]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end."
+    )
+
+
+class Paged(Generic[ModelT]):
+    """One page of rows, as services return it (the router's `Page[...]` reads it)."""
+
+    __slots__ = ("items", "next_cursor")
+
+    def __init__(self, items: Sequence[ModelT], next_cursor: str | None) -> None:
+        self.items = items
+        self.next_cursor = next_cursor
+
+
+async def paginate(
+    session: AsyncSession,
+    statement: Select[ModelT],
+    *,
+    key: InstrumentedAttribute[UUID],
+    page: PageParams,
+) -> Paged[ModelT]:
+    if page.after is not None:
+        statement = statement.where(key < page.after)
+    rows = (await session.scalars(statement.order_by(key.desc()).limit(page.limit + 1))).all()
+    if len(rows) <= page.limit:
+        return Paged(rows, None)
+    rows = rows[: page.limit]
+    last: Any = rows[-1]
+    return Paged(rows, encode_cursor(getattr(last, key.key)))

@@ -1,0 +1,106 @@
+"""The one builder of everything that holds a connection.
+
+`Resources.open(settings)` is used by both sides of the service: the FastAPI lifespan
+(which yields it as lifespan state) and the ARQ worker's `on_startup` (which keeps it in
+`ctx`). Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from arq import ArqRedis
+from arq.connections import RedisSettings as ArqRedisSettings
+from redis.asyncio import ConnectionPool, Redis
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from app.core.config import Settings
+from app.core.security import PasswordHasher, TokenCodec
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    redis: Redis
+    arq: ArqRedis
+    passwords: PasswordHasher
+    tokens: TokenCodec
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, settings: Settings) -> AsyncIterator[Resources]:
+        # Every client here connects lazily: the API starts (and reports "not ready")
+        # even while PostgreSQL or Redis is down, and recovers when they return.
+        engine = build_engine(settings)
+        redis = build_redis(settings)
+        arq = build_arq(settings)
+        try:
+            yield cls(
+                settings=settings,
+                engine=engine,
+                sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
+                redis=redis,
+                arq=arq,
+                passwords=PasswordHasher.from_settings(settings.auth),
+                tokens=TokenCodec(settings.auth),
+            )
+        finally:
+            await arq.aclose(close_connection_pool=True)
+            await redis.aclose(close_connection_pool=True)
+            await engine.dispose()
+
+
+def build_engine(settings: Settings) -> AsyncEngine:
+    db = settings.database
+    server_settings = {"application_name": settings.project_name[:63]}
+    if db.statement_timeout_ms:
+        server_settings["statement_timeout"] = str(db.statement_timeout_ms)
+    return create_async_engine(
+        db.url,
+        echo=db.echo,
+        pool_size=db.pool_size,
+        max_overflow=db.max_overflow,
+        pool_timeout=db.pool_timeout,
+        pool_recycle=db.pool_recycle,
+        pool_pre_ping=db.pool_pre_ping,
+        connect_args={"timeout": db.connect_timeout, "server_settings": server_settings},
+    )
+
+
+def build_redis(settings: Settings) -> Redis:
+    pool = ConnectionPool.from_url(
+        settings.redis.url,
+        decode_responses=True,
+        max_connections=settings.redis.max_connections,
+        socket_timeout=settings.redis.socket_timeout,
+        socket_connect_timeout=settings.redis.socket_timeout,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+def build_arq(settings: Settings) -> ArqRedis:
+    # ARQ pickles job arguments, so its client speaks bytes: a pool of its own.
+    pool = ConnectionPool.from_url(
+        settings.redis.url,
+        max_connections=settings.redis.max_connections,
+        socket_timeout=settings.redis.socket_timeout,
+        socket_connect_timeout=settings.redis.socket_timeout,
+    )
+    return ArqRedis(pool)
+
+
+def arq_redis_settings(settings: Settings) -> ArqRedisSettings:
+    """Connection settings for an ARQ `Worker`, from the same `REDIS_URL`."""
+    arq_settings = ArqRedisSettings.from_dsn(settings.redis.url)
+    arq_settings.conn_timeout = max(1, int(settings.redis.socket_timeout))
+    return arq_settings

@@ -1,0 +1,149 @@
+"""Password hashing (argon2id) and JWT encoding (PyJWT), both domain-free.
+
+Hashing is CPU-bound (tens of milliseconds by design), so it runs in a worker thread
+behind a per-process `CapacityLimiter`: the event loop keeps serving other requests, and
+a login storm queues for a thread instead of multiplying memory (each hash allocates
+`argon2_memory_kib`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import argon2
+import jwt
+from anyio import CapacityLimiter, to_thread
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from app.core.config import AuthSettings
+
+# Verified against when the email is unknown, so both paths cost one argon2 verify.
+_DUMMY_PASSWORD = "not-a-real-password-0"  # noqa: S105
+
+
+class PasswordHasher:
+    def __init__(self, hasher: argon2.PasswordHasher, *, max_threads: int) -> None:
+        self._hasher = hasher
+        self._limiter = CapacityLimiter(max_threads)
+        self._dummy_hash: str | None = None
+
+    @classmethod
+    def from_settings(cls, auth: AuthSettings) -> PasswordHasher:
+        hasher = argon2.PasswordHasher(
+            time_cost=auth.argon2_time_cost,
+            memory_cost=auth.argon2_memory_kib,
+            parallelism=auth.argon2_parallelism,
+            type=argon2.Type.ID,
+        )
+        return cls(hasher, max_threads=auth.argon2_max_threads)
+
+    async def hash(self, password: str) -> str:
+        return await to_thread.run_sync(self._hasher.hash, password, limiter=self._limiter)
+
+    async def verify(self, hashed: str, password: str) -> bool:
+        return await to_thread.run_sync(self._verify, hashed, password, limiter=self._limiter)
+
+    async def verify_dummy(self, password: str) -> None:
+        """Spend the same work as a real verification, for an account that does not exist."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(_DUMMY_PASSWORD)
+        await self.verify(self._dummy_hash, password)
+
+    def needs_rehash(self, hashed: str) -> bool:
+        try:
+            return self._hasher.check_needs_rehash(hashed)
+        except InvalidHashError:
+            return True
+
+    def _verify(self, hashed: str, password: str) -> bool:
+        try:
+            return self._hasher.verify(hashed, password)
+        except (VerificationError, InvalidHashError):
+            return False
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_secret_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class TokenType(StrEnum):
+    access = "access"
+    refresh = "refresh"
+
+
+# RFC 8725 §3.11: explicit typing, so one kind of token is never accepted as another.
+_TYP_HEADER = {TokenType.access: "at+jwt", TokenType.refresh: "rt+jwt"}
+
+
+class InvalidTokenError(Exception):
+    """The token is malformed, forged, expired, or of the wrong kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedToken:
+    token: str
+    jti: str
+    expires_at: datetime
+
+
+class TokenCodec:
+    def __init__(self, auth: AuthSettings) -> None:
+        self._key = auth.jwt_secret.get_secret_value()
+        self._algorithm = auth.jwt_algorithm
+        self._issuer = auth.jwt_issuer
+        self._audience = auth.jwt_audience
+
+    def encode(
+        self,
+        kind: TokenType,
+        *,
+        subject: str,
+        jti: str,
+        lifetime: timedelta,
+        claims: dict[str, Any] | None = None,
+    ) -> EncodedToken:
+        now = datetime.now(UTC)
+        expires_at = now + lifetime
+        payload: dict[str, Any] = {
+            **(claims or {}),
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": subject,
+            "iat": now,
+            "nbf": now,
+            "exp": expires_at,
+            "jti": jti,
+            "type": kind.value,
+        }
+        token = jwt.encode(
+            payload, self._key, algorithm=self._algorithm, headers={"typ": _TYP_HEADER[kind]}
+        )
+        return EncodedToken(token=token, jti=jti, expires_at=expires_at)
+
+    def decode(self, token: str, kind: TokenType) -> dict[str, Any]:
+        try:
+            decoded = jwt.api_jwt.decode_complete(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=5,
+                options={"require": ["exp", "iat", "nbf", "sub", "jti", "iss", "aud"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise InvalidTokenError(str(exc)) from exc
+        payload: dict[str, Any] = decoded["payload"]
+        if decoded["header"].get("typ") != _TYP_HEADER[kind] or payload.get("type") != kind.value:
+            msg = "wrong token type"
+            raise InvalidTokenError(msg)
+        return payload
