@@ -1,0 +1,18 @@
+"""Every table, one module each; importing this package registers them all on `Base`."""
+
+from app.models.item import Item, ItemStatus
+from app.models.password_reset_token import PasswordResetToken
+from app.models.refresh_token import RefreshToken
+from app.models.tag import Tag, item_tags
+from app.models.user import Role, User
+
+__all__ = [
+    "Item",
+    "ItemStatus",
+    "PasswordResetToken",
+    "RefreshToken",
+    "Role",
+    "Tag",
+    "User",
+    "item_tags",
+]
