@@ -1,0 +1,101 @@
+"""Authentication and authorisation as dependencies: `CurrentUser`, `AdminUser`..."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import OAuth2PasswordBearer
+
+from app.auth import service as auth_service
+from app.auth.service import AuthKit, Principal
+from app.core.dependencies import RedisDep, ResourcesDep, SessionDep
+from app.core.errors import Forbidden
+from app.core.idempotency import Idempotency, attach, fingerprint
+from app.models import Role, User
+
+oauth2_scheme = OAuth2PasswordBearer(
+    tokenUrl="/api/v1/auth/token",
+    refreshUrl="/api/v1/auth/refresh",
+    description="Log in with your email as `username`; the access token is sent as a bearer token.",
+)
+
+
+def get_auth_kit(resources: ResourcesDep) -> AuthKit:
+    return AuthKit.from_resources(resources)
+
+
+AuthKitDep = Annotated[AuthKit, Depends(get_auth_kit)]
+
+
+async def get_principal(
+    token: Annotated[str, Depends(oauth2_scheme)], session: SessionDep, kit: AuthKitDep
+) -> Principal:
+    return await auth_service.authenticate(session, access_token=token, kit=kit)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_current_user(principal: CurrentPrincipal) -> User:
+    return principal.user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+class RequireRole:
+    """A dependency that admits only users holding one of `roles`."""
+
+    def __init__(self, *roles: Role) -> None:
+        self.roles = frozenset(roles)
+
+    def __call__(self, user: CurrentUser) -> User:
+        if user.role not in self.roles:
+            raise Forbidden(
+                "This operation needs one of the roles: " + ", ".join(sorted(self.roles))
+            )
+        return user
+
+
+AdminUser = Annotated[User, Depends(RequireRole(Role.admin))]
+
+
+def get_client_address(request: Request) -> str:
+    # Behind a proxy, run uvicorn with --proxy-headers/--forwarded-allow-ips so this is
+    # the client's address and not the proxy's.
+    return request.client.host if request.client else "unknown"
+
+
+ClientAddress = Annotated[str, Depends(get_client_address)]
+
+
+async def get_idempotency(
+    request: Request,
+    user: CurrentUser,
+    redis: RedisDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Repeat a create safely: the same key and body return the first "
+            "response for 24 hours instead of creating again.",
+        ),
+    ] = None,
+) -> Idempotency | None:
+    if idempotency_key is None:
+        return None
+    idempotency = Idempotency(
+        redis,
+        scope=str(user.id),
+        key=idempotency_key,
+        fingerprint=fingerprint(request.method, request.url.path, await request.body()),
+    )
+    await idempotency.begin()
+    attach(request, idempotency)
+    return idempotency
+
+
+IdempotencyDep = Annotated[Idempotency | None, Depends(get_idempotency)]

@@ -1,0 +1,77 @@
+"""Every query on refresh tokens and password-reset tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import utcnow
+from app.models import PasswordResetToken, RefreshToken
+
+
+async def add_refresh_token(
+    session: AsyncSession, *, token_id: UUID, user_id: UUID, family_id: UUID, expires_at: datetime
+) -> None:
+    session.add(
+        RefreshToken(id=token_id, user_id=user_id, family_id=family_id, expires_at=expires_at)
+    )
+    await session.flush()
+
+
+async def get_refresh_token_for_update(
+    session: AsyncSession, token_id: UUID
+) -> RefreshToken | None:
+    # FOR UPDATE: two refreshes with one token are serialised, so exactly one wins
+    # and the other is seen as reuse.
+    statement = select(RefreshToken).where(RefreshToken.id == token_id).with_for_update()
+    return await session.scalar(statement)
+
+
+async def revoke_refresh_family(session: AsyncSession, family_id: UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def revoke_all_refresh_tokens(session: AsyncSession, user_id: UUID) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def add_reset_token(
+    session: AsyncSession, *, user_id: UUID, token_hash: str, expires_at: datetime
+) -> None:
+    """Idempotent: the same token (a job that ran twice) is stored once."""
+    await session.execute(
+        insert(PasswordResetToken)
+        .values(user_id=user_id, token_hash=token_hash, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=[PasswordResetToken.token_hash])
+    )
+
+
+async def get_reset_token_for_update(
+    session: AsyncSession, token_hash: str
+) -> PasswordResetToken | None:
+    statement = (
+        select(PasswordResetToken)
+        .where(PasswordResetToken.token_hash == token_hash)
+        .with_for_update()
+    )
+    return await session.scalar(statement)
+
+
+async def use_all_reset_tokens(session: AsyncSession, user_id: UUID) -> None:
+    await session.execute(
+        update(PasswordResetToken)
+        .where(PasswordResetToken.user_id == user_id, PasswordResetToken.used_at.is_(None))
+        .values(used_at=utcnow())
+    )

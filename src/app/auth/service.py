@@ -1,0 +1,261 @@
+"""Registration, tokens (issue, rotate, revoke) and password recovery."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository
+from app.auth.schemas import RegisterRequest, TokenPair
+from app.auth.throttle import LoginThrottle
+from app.core.config import Settings
+from app.core.db import after_commit, utcnow
+from app.core.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from app.core.ids import uuid7
+from app.core.jobs import enqueue_after_commit
+from app.core.mail import EmailMessage, MailBackend
+from app.core.resources import Resources
+from app.core.security import (
+    InvalidTokenError,
+    PasswordHasher,
+    TokenCodec,
+    TokenType,
+    sha256_hex,
+)
+from app.models import User
+from app.users import repository as user_repository
+
+logger = logging.getLogger(__name__)
+
+SEND_PASSWORD_RESET = "auth.send_password_reset"  # noqa: S105 - a job name
+_INVALID_CREDENTIALS = "Incorrect email or password"
+
+
+class RefreshTokenReused(Unauthorized):
+    # Keep the family revocation although the request fails.
+    commit = True
+    code = "refresh-token-reused"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthKit:
+    """What the auth rules need besides the session, built from `Resources`."""
+
+    settings: Settings
+    passwords: PasswordHasher
+    tokens: TokenCodec
+    redis: Redis
+
+    @classmethod
+    def from_resources(cls, resources: Resources) -> AuthKit:
+        return cls(resources.settings, resources.passwords, resources.tokens, resources.redis)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller and the access token they presented."""
+
+    user: User
+    token_id: str
+    token_expires_at: datetime
+
+
+def _revoked_key(jti: str) -> str:
+    return f"auth:revoked-access:{jti}"
+
+
+async def register(session: AsyncSession, *, data: RegisterRequest, kit: AuthKit) -> User:
+    if await user_repository.get_by_email(session, data.email) is not None:
+        raise Conflict("This email is already registered")
+    user = await user_repository.insert_new(
+        session,
+        email=data.email,
+        hashed_password=await kit.passwords.hash(data.password),
+        full_name=data.full_name,
+    )
+    if user is None:  # lost a race with a concurrent registration of the same email
+        raise Conflict("This email is already registered")
+    return user
+
+
+async def login(
+    session: AsyncSession, *, email: str, password: str, client_address: str, kit: AuthKit
+) -> TokenPair:
+    email = email.strip().lower()
+    throttle = LoginThrottle(kit.redis, kit.settings.auth)
+    await throttle.check(email, client_address)
+    user = await user_repository.get_by_email(session, email)
+    if user is None:
+        await kit.passwords.verify_dummy(password)
+        verified = False
+    else:
+        verified = await kit.passwords.verify(user.hashed_password, password)
+    if user is None or not verified:
+        await throttle.failed(email, client_address)
+        raise Unauthorized(_INVALID_CREDENTIALS)
+    if not user.is_active:
+        raise Forbidden("This account is disabled")
+    if kit.passwords.needs_rehash(user.hashed_password):
+        user.hashed_password = await kit.passwords.hash(password)
+    await throttle.succeeded(email, client_address)
+    return await _issue_pair(session, user, family_id=uuid7(), kit=kit)
+
+
+async def refresh(session: AsyncSession, *, refresh_token: str, kit: AuthKit) -> TokenPair:
+    token_id, user_id = _decode_refresh(refresh_token, kit)
+    stored = await repository.get_refresh_token_for_update(session, token_id)
+    if stored is None or stored.user_id != user_id or stored.revoked_at is not None:
+        raise Unauthorized("Invalid refresh token")
+    if stored.used_at is not None:
+        await repository.revoke_refresh_family(session, stored.family_id)
+        logger.warning(
+            "refresh token reuse: family %s of user %s revoked", stored.family_id, user_id
+        )
+        raise RefreshTokenReused("Refresh token reuse detected; this session has been revoked")
+    user = await user_repository.get(session, user_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("Invalid refresh token")
+    stored.used_at = utcnow()
+    return await _issue_pair(session, user, family_id=stored.family_id, kit=kit)
+
+
+async def logout(
+    session: AsyncSession, principal: Principal, *, refresh_token: str, kit: AuthKit
+) -> None:
+    token_id, user_id = _decode_refresh(refresh_token, kit)
+    stored = await repository.get_refresh_token_for_update(session, token_id)
+    if stored is None or user_id != principal.user.id:
+        raise Unauthorized("Invalid refresh token")
+    await repository.revoke_refresh_family(session, stored.family_id)
+
+    async def revoke_access_token() -> None:
+        await kit.redis.set(_revoked_key(principal.token_id), "1", exat=principal.token_expires_at)
+
+    after_commit(session, revoke_access_token)
+
+
+async def authenticate(session: AsyncSession, *, access_token: str, kit: AuthKit) -> Principal:
+    try:
+        claims = kit.tokens.decode(access_token, TokenType.access)
+        user_id = UUID(claims["sub"])
+    except (InvalidTokenError, ValueError) as exc:
+        raise Unauthorized(
+            "Invalid or expired access token",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from exc
+    jti = str(claims["jti"])
+    if await kit.redis.exists(_revoked_key(jti)):
+        raise Unauthorized("This access token has been revoked")
+    user = await user_repository.get(session, user_id)
+    if user is None or not user.is_active or claims.get("ver") != user.token_version:
+        raise Unauthorized("This access token is no longer valid")
+    expires_at = datetime.fromtimestamp(claims["exp"], tz=UTC)
+    return Principal(user=user, token_id=jti, token_expires_at=expires_at)
+
+
+def request_password_reset(session: AsyncSession, *, email: str) -> None:
+    """Queue the reset email; the job does the lookup, so the request path is identical
+    whether or not the account exists."""
+    bucket = int(utcnow().timestamp()) // 60
+    job_id = f"{SEND_PASSWORD_RESET}:{sha256_hex(email)[:32]}:{bucket}"
+    enqueue_after_commit(session, SEND_PASSWORD_RESET, email, job_id=job_id)
+
+
+async def send_password_reset(
+    session: AsyncSession, *, email: str, job_id: str, kit: AuthKit, mail: MailBackend
+) -> bool:
+    """Create a reset token for `email` and mail it; False when there is no such account.
+
+    The token is derived from the job id, so a job that runs twice stores one token and
+    sends the same link again instead of a second, different one.
+    """
+    user = await user_repository.get_by_email(session, email)
+    if user is None or not user.is_active:
+        return False
+    secret = kit.settings.auth.jwt_secret.get_secret_value().encode()
+    token = hmac.new(secret, f"password-reset:{job_id}".encode(), hashlib.sha256).hexdigest()
+    lifetime = timedelta(minutes=kit.settings.auth.password_reset_expire_minutes)
+    await repository.add_reset_token(
+        session, user_id=user.id, token_hash=sha256_hex(token), expires_at=utcnow() + lifetime
+    )
+    link = f"{kit.settings.public_base_url.rstrip('/')}/reset-password?token={token}"
+    message = EmailMessage(
+        to=user.email,
+        subject=f"Reset your {kit.settings.project_name} password",
+        body=(
+            f"Someone asked to reset the password of {user.email}.\n\n"
+            f"To choose a new password, open:\n{link}\n\n"
+            f"The link works once and expires in {int(lifetime.total_seconds()) // 60} minutes. "
+            "If you did not ask for this, ignore this email."
+        ),
+    )
+
+    async def deliver() -> None:
+        await mail.send(message)
+
+    after_commit(session, deliver)
+    return True
+
+
+async def reset_password(
+    session: AsyncSession, *, token: str, new_password: str, kit: AuthKit
+) -> None:
+    stored = await repository.get_reset_token_for_update(session, sha256_hex(token))
+    if stored is None or stored.used_at is not None or stored.expires_at <= utcnow():
+        raise BadRequest("This reset token is invalid, expired or already used")
+    user = await user_repository.get(session, stored.user_id)
+    if user is None or not user.is_active:
+        raise BadRequest("This reset token is invalid, expired or already used")
+    user.hashed_password = await kit.passwords.hash(new_password)
+    user.token_version += 1
+    await repository.use_all_reset_tokens(session, user.id)
+    await repository.revoke_all_refresh_tokens(session, user.id)
+    await session.flush()
+
+
+def _decode_refresh(refresh_token: str, kit: AuthKit) -> tuple[UUID, UUID]:
+    try:
+        claims = kit.tokens.decode(refresh_token, TokenType.refresh)
+        return UUID(claims["jti"]), UUID(claims["sub"])
+    except (InvalidTokenError, ValueError) as exc:
+        raise Unauthorized("Invalid refresh token") from exc
+
+
+async def _issue_pair(
+    session: AsyncSession, user: User, *, family_id: UUID, kit: AuthKit
+) -> TokenPair:
+    auth = kit.settings.auth
+    access_lifetime = timedelta(minutes=auth.access_token_expire_minutes)
+    access = kit.tokens.encode(
+        TokenType.access,
+        subject=str(user.id),
+        jti=uuid7().hex,
+        lifetime=access_lifetime,
+        claims={"ver": user.token_version},
+    )
+    refresh_id = uuid7()
+    refreshed = kit.tokens.encode(
+        TokenType.refresh,
+        subject=str(user.id),
+        jti=str(refresh_id),
+        lifetime=timedelta(days=auth.refresh_token_expire_days),
+    )
+    await repository.add_refresh_token(
+        session,
+        token_id=refresh_id,
+        user_id=user.id,
+        family_id=family_id,
+        expires_at=refreshed.expires_at,
+    )
+    return TokenPair(
+        access_token=access.token,
+        refresh_token=refreshed.token,
+        expires_in=int(access_lifetime.total_seconds()),
+    )

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Coroutine
+from typing import Any, Literal
+
+from fastapi import APIRouter, Response, status
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from app.core.dependencies import ResourcesDep
+
+router = APIRouter(prefix="/health", tags=["health"])
+
+CHECK_TIMEOUT_SECONDS = 1.5
+
+
+class Live(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Check(BaseModel):
+    status: Literal["ok", "error"]
+    latency_ms: float | None = None
+    error: str | None = None
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "error"]
+    checks: dict[str, Check]
+
+
+@router.get("/live")
+async def live() -> Live:
+    """200 as long as the process serves requests; touches nothing else."""
+    return Live()
+
+
+@router.get(
+    "/ready",
+    responses={503: {"model": Readiness, "description": "A dependency is down"}},
+)
+async def ready(resources: ResourcesDep, response: Response) -> Readiness:
+    """200 when PostgreSQL and Redis both answer within 1.5 s, else 503; names each check."""
+
+    async def database() -> None:
+        async with resources.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await resources.redis.ping()
+
+    database_check, redis_check = await asyncio.gather(_timed(database()), _timed(redis()))
+    checks = {"database": database_check, "redis": redis_check}
+    healthy = all(check.status == "ok" for check in checks.values())
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    response.headers["Cache-Control"] = "no-store"
+    return Readiness(status="ok" if healthy else "error", checks=checks)
+
+
+async def _timed(probe: Coroutine[Any, Any, None]) -> Check:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
+            await probe
+    except Exception as exc:
+        return Check(status="error", error=type(exc).__name__)
+    return Check(status="ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))

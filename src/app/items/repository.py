@@ -1,0 +1,83 @@
+"""Every query on items and tags."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from uuid import UUID
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.core.errors import PreconditionFailed
+from app.core.pagination import Paged, PageParams, paginate
+from app.items.schemas import ItemFilters
+from app.models import Item, Tag, item_tags
+from app.models.item import SEARCH_CONFIG
+
+
+async def get(session: AsyncSession, item_id: UUID) -> Item | None:
+    statement = select(Item).where(Item.id == item_id).options(selectinload(Item.tags))
+    return await session.scalar(statement)
+
+
+async def add(session: AsyncSession, item: Item) -> None:
+    session.add(item)
+    await session.flush()
+
+
+async def delete(session: AsyncSession, item: Item) -> None:
+    await session.delete(item)
+    await save(session)
+
+
+async def save(session: AsyncSession) -> None:
+    """Flush; a row whose version moved under us (a concurrent writer) answers 412."""
+    try:
+        await session.flush()
+    except StaleDataError as exc:
+        msg = "The item was changed by another request; fetch it and retry"
+        raise PreconditionFailed(msg) from exc
+
+
+async def tags_named(session: AsyncSession, names: Sequence[str]) -> list[Tag]:
+    """The tags with these names, creating the missing ones (safe under concurrency)."""
+    if not names:
+        return []
+    await session.execute(
+        insert(Tag).values([{"name": name} for name in names]).on_conflict_do_nothing()
+    )
+    return list(await session.scalars(select(Tag).where(Tag.name.in_(names)).order_by(Tag.name)))
+
+
+def _filtered(statement: Select[Item], filters: ItemFilters) -> Select[Item]:
+    if filters.q is not None:
+        query = func.websearch_to_tsquery(SEARCH_CONFIG, filters.q)
+        statement = statement.where(Item.search.bool_op("@@")(query))
+    if filters.status is not None:
+        statement = statement.where(Item.status == filters.status)
+    if filters.min_price is not None:
+        statement = statement.where(Item.price >= filters.min_price)
+    if filters.max_price is not None:
+        statement = statement.where(Item.price <= filters.max_price)
+    if filters.tag:
+        tagged_with_all = (
+            select(item_tags.c.item_id)
+            .join(Tag, Tag.id == item_tags.c.tag_id)
+            .where(Tag.name.in_(filters.tag))
+            .group_by(item_tags.c.item_id)
+            .having(func.count() == len(set(filters.tag)))
+        )
+        statement = statement.where(Item.id.in_(tagged_with_all))
+    return statement
+
+
+async def page(
+    session: AsyncSession, *, owner_id: UUID | None, filters: ItemFilters, page: PageParams
+) -> Paged[Item]:
+    statement = select(Item).options(selectinload(Item.tags))
+    if owner_id is not None:
+        statement = statement.where(Item.owner_id == owner_id)
+    return await paginate(session, _filtered(statement, filters), key=Item.id, page=page)

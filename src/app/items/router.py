@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+
+from app.auth.dependencies import CurrentUser, IdempotencyDep
+from app.core.dependencies import SessionDep
+from app.core.errors import problem_responses
+from app.core.http import IfMatch, etag_of, not_modified_unless_changed, set_etag
+from app.core.idempotency import IdempotentRoute
+from app.core.pagination import Page, Paged, PageParams
+from app.items import service as item_service
+from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
+from app.models import Item
+
+router = APIRouter(
+    prefix="/items",
+    tags=["items"],
+    route_class=IdempotentRoute,
+    responses=problem_responses(401),
+)
+
+# Clients may cache an item but must revalidate it (If-None-Match) before each use.
+REVALIDATE = "private, no-cache"
+
+
+def _versioned(response: Response, item: Item) -> None:
+    set_etag(response, etag_of(item.version))
+    response.headers["Cache-Control"] = REVALIDATE
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemRead,
+    responses=problem_responses(409),
+)
+async def create_item(
+    body: ItemCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    _idempotency: IdempotencyDep,
+) -> Item:
+    """Create an item owned by the caller. Send `Idempotency-Key` to make retries safe."""
+    item = await item_service.create(session, user, data=body)
+    response.headers["Location"] = str(request.url_for("read_item", item_id=item.id))
+    _versioned(response, item)
+    return item
+
+
+@router.get("", response_model=Page[ItemRead])
+async def list_items(
+    user: CurrentUser,
+    session: SessionDep,
+    page: Annotated[PageParams, Query()],
+    filters: Annotated[ItemFilters, Query()],
+) -> Paged[Item]:
+    """The caller's items (every item for admins), newest first, filtered."""
+    return await item_service.list_page(session, user, filters=filters, page=page)
+
+
+@router.get(
+    "/{item_id}",
+    response_model=ItemRead,
+    responses={304: {"description": "Not Modified"}, **problem_responses(404)},
+)
+async def read_item(
+    item_id: UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Item:
+    """One item, with its `ETag`; 304 when `If-None-Match` still matches."""
+    item = await item_service.get(session, user, item_id)
+    not_modified_unless_changed(if_none_match, etag_of(item.version))
+    _versioned(response, item)
+    return item
+
+
+@router.put("/{item_id}", response_model=ItemRead, responses=problem_responses(404, 412))
+async def replace_item(
+    item_id: UUID,
+    body: ItemReplace,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
+    precondition: IfMatch,
+) -> Item:
+    """Replace an item. Send `If-Match` with its `ETag` to refuse a lost update (412)."""
+    item = await item_service.replace(session, user, item_id, data=body, precondition=precondition)
+    _versioned(response, item)
+    return item
+
+
+@router.patch("/{item_id}", response_model=ItemRead, responses=problem_responses(404, 412))
+async def update_item(
+    item_id: UUID,
+    body: ItemUpdate,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
+    precondition: IfMatch,
+) -> Item:
+    """Change some fields of an item. Send `If-Match` with its `ETag` to refuse a lost
+    update (412)."""
+    item = await item_service.update(session, user, item_id, data=body, precondition=precondition)
+    _versioned(response, item)
+    return item
+
+
+@router.delete(
+    "/{item_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404, 412)
+)
+async def delete_item(
+    item_id: UUID, user: CurrentUser, session: SessionDep, precondition: IfMatch
+) -> None:
+    """Delete an item (honours `If-Match`)."""
+    await item_service.delete(session, user, item_id, precondition=precondition)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, status
+
+from app.auth.dependencies import AdminUser, CurrentUser
+from app.auth.router import no_store
+from app.core.dependencies import ResourcesDep, SessionDep
+from app.core.errors import problem_responses
+from app.core.pagination import Page, Paged, PageParams
+from app.models import User
+from app.users import service as user_service
+from app.users.schemas import UserAdminUpdate, UserRead, UserUpdateMe
+
+router = APIRouter(
+    prefix="/users",
+    tags=["users"],
+    dependencies=[Depends(no_store)],
+    responses=problem_responses(401),
+)
+
+
+@router.get("/me", response_model=UserRead)
+async def read_me(user: CurrentUser) -> User:
+    """The account of the caller."""
+    return user
+
+
+@router.patch("/me", response_model=UserRead, responses=problem_responses(403, 409))
+async def update_me(
+    body: UserUpdateMe, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> User:
+    """Change your name, email or password. Changing the email or the password needs
+    `current_password`; a new password signs you out everywhere."""
+    return await user_service.update_me(session, user, data=body, passwords=resources.passwords)
+
+
+@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
+async def delete_me(user: CurrentUser, session: SessionDep) -> None:
+    """Delete your account and everything it owns."""
+    await user_service.delete_me(session, user)
+
+
+@router.get("", response_model=Page[UserRead], responses=problem_responses(403))
+async def list_users(
+    admin: AdminUser, session: SessionDep, page: Annotated[PageParams, Query()]
+) -> Paged[User]:
+    """All accounts, newest first (admins only)."""
+    return await user_service.list_page(session, admin, page=page)
+
+
+@router.get("/{user_id}", response_model=UserRead, responses=problem_responses(403, 404))
+async def read_user(user_id: UUID, admin: AdminUser, session: SessionDep) -> User:
+    """One account (admins only)."""
+    return await user_service.get(session, admin, user_id)
+
+
+@router.patch("/{user_id}", response_model=UserRead, responses=problem_responses(403, 404, 409))
+async def update_user(
+    user_id: UUID,
+    body: UserAdminUpdate,
+    admin: AdminUser,
+    session: SessionDep,
+    resources: ResourcesDep,
+) -> User:
+    """Change any account, its role and whether it is active (admins only). The last
+    active admin cannot be demoted or deactivated."""
+    return await user_service.update(
+        session, admin, user_id, data=body, passwords=resources.passwords
+    )
+
+
+@router.delete(
+    "/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403, 404, 409)
+)
+async def delete_user(user_id: UUID, admin: AdminUser, session: SessionDep) -> None:
+    """Delete an account and everything it owns (admins only)."""
+    await user_service.delete(session, admin, user_id)

@@ -1,0 +1,101 @@
+"""Rules for user accounts: self-service and administration."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth import repository as auth_repository
+from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.pagination import Paged, PageParams
+from app.core.security import PasswordHasher
+from app.models import Role, User
+from app.users import repository
+from app.users.schemas import UserAdminUpdate, UserUpdateMe
+
+
+async def get(session: AsyncSession, actor: User, user_id: UUID) -> User:
+    user = await repository.get(session, user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+async def list_page(session: AsyncSession, actor: User, *, page: PageParams) -> Paged[User]:
+    return await repository.page(session, page)
+
+
+async def update_me(
+    session: AsyncSession, user: User, *, data: UserUpdateMe, passwords: PasswordHasher
+) -> User:
+    if data.current_password is not None and not await passwords.verify(
+        user.hashed_password, data.current_password
+    ):
+        raise Forbidden("The current password is incorrect")
+    await _apply(session, user, data.model_dump(exclude_unset=True), passwords=passwords)
+    return user
+
+
+async def delete_me(session: AsyncSession, user: User) -> None:
+    await _keep_an_admin(session, user)
+    await repository.delete(session, user)
+
+
+async def update(
+    session: AsyncSession,
+    actor: User,
+    user_id: UUID,
+    *,
+    data: UserAdminUpdate,
+    passwords: PasswordHasher,
+) -> User:
+    user = await get(session, actor, user_id)
+    changes = data.model_dump(exclude_unset=True)
+    if changes.get("role", user.role) != Role.admin or changes.get("is_active") is False:
+        await _keep_an_admin(session, user)
+    await _apply(session, user, changes, passwords=passwords)
+    if changes.get("is_active") is False:
+        await _end_sessions(session, user)
+    return user
+
+
+async def delete(session: AsyncSession, actor: User, user_id: UUID) -> None:
+    user = await get(session, actor, user_id)
+    await _keep_an_admin(session, user)
+    await repository.delete(session, user)
+
+
+async def _apply(
+    session: AsyncSession, user: User, changes: dict[str, object], *, passwords: PasswordHasher
+) -> None:
+    changes.pop("current_password", None)
+    email = changes.get("email")
+    if (
+        isinstance(email, str)
+        and email != user.email
+        and await repository.email_taken(session, email, except_id=user.id)
+    ):
+        raise Conflict("This email is already registered")
+    password = changes.pop("password", None)
+    if isinstance(password, str):
+        user.hashed_password = await passwords.hash(password)
+        await _end_sessions(session, user)
+    for field, value in changes.items():
+        setattr(user, field, value)
+    await session.flush()
+
+
+async def _end_sessions(session: AsyncSession, user: User) -> None:
+    """Invalidate every access token (via token_version) and refresh token of `user`."""
+    user.token_version += 1
+    await auth_repository.revoke_all_refresh_tokens(session, user.id)
+
+
+async def _keep_an_admin(session: AsyncSession, user: User) -> None:
+    """Refuse to let `user` stop being an active admin if they are the last one."""
+    if user.role != Role.admin or not user.is_active:
+        return
+    admins = await repository.lock_active_admins(session)
+    if all(admin_id == user.id for admin_id in admins):
+        raise Conflict("The last active admin cannot be removed, demoted or deactivated")
