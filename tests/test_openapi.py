@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import httpx
+from asgi_lifespan import LifespanManager
+from pydantic import SecretStr
+
+from app.core.config import AuthSettings, Environment
+from app.main import create_app
+from tests.conftest import build_test_settings
+
+
+async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
+    root = await client.get("/")
+    assert root.status_code == 307
+    assert root.headers["location"] == "/docs"
+    assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/redoc")).status_code == 200
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"] == {
+        "tokenUrl": "/api/v1/auth/token",
+        "refreshUrl": "/api/v1/auth/refresh",
+        "scopes": {},
+    }
+
+
+async def test_every_route_is_versioned_or_a_probe(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    for path in schema["paths"]:
+        assert path.startswith(("/api/v1/", "/health/")), path
+
+
+async def test_errors_are_documented_as_problems(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    create = schema["paths"]["/api/v1/items"]["post"]["responses"]
+    for status in ("401", "409", "422"):
+        assert "application/problem+json" in create[status]["content"], status
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+
+
+async def test_docs_are_off_in_production() -> None:
+    auth = AuthSettings(_env_file=None, jwt_secret=SecretStr("p" * 40))
+    app = create_app(build_test_settings(environment=Environment.production, auth=auth))
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            for path in ("/docs", "/redoc", "/openapi.json"):
+                assert (await http.get(path)).status_code == 404, path
+            assert (await http.get("/", follow_redirects=False)).headers[
+                "location"
+            ] == "/health/live"

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import Item, User
+from tests.factories import PASSWORD, create_account, create_item, login
+
+ME = "/api/v1/users/me"
+
+
+async def test_me_returns_the_caller(client: httpx.AsyncClient) -> None:
+    account = await create_account(client, full_name="Grace Hopper")
+    response = await client.get(ME, headers=account.headers)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == str(account.id)
+    assert body["full_name"] == "Grace Hopper"
+    assert "hashed_password" not in body
+    assert response.headers["cache-control"] == "no-store"
+
+
+async def test_update_name(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    response = await client.patch(ME, json={"full_name": "Ada"}, headers=account.headers)
+    assert response.status_code == 200
+    assert response.json()["full_name"] == "Ada"
+
+
+@pytest.mark.parametrize("field", ["role", "is_active", "id", "token_version"])
+async def test_privileged_fields_cannot_be_smuggled_in(
+    client: httpx.AsyncClient, db: AsyncSession, field: str
+) -> None:
+    account = await create_account(client)
+    value: object = "admin" if field == "role" else True
+    response = await client.patch(ME, json={field: value}, headers=account.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["type"] == "extra_forbidden"
+    stored = await db.get(User, account.id)
+    assert stored is not None
+    assert stored.role == "user"
+
+
+async def test_changing_the_email_needs_the_current_password(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    missing = await client.patch(ME, json={"email": "new@example.com"}, headers=account.headers)
+    wrong = await client.patch(
+        ME,
+        json={"email": "new@example.com", "current_password": "wrong-pass-1"},
+        headers=account.headers,
+    )
+    right = await client.patch(
+        ME,
+        json={"email": "New@Example.com", "current_password": PASSWORD},
+        headers=account.headers,
+    )
+    assert missing.status_code == 422
+    assert wrong.status_code == 403
+    assert right.status_code == 200
+    assert right.json()["email"] == "new@example.com"
+
+
+async def test_taking_another_users_email_is_409(client: httpx.AsyncClient) -> None:
+    alice = await create_account(client)
+    bob = await create_account(client)
+    response = await client.patch(
+        ME, json={"email": bob.email, "current_password": PASSWORD}, headers=alice.headers
+    )
+    assert response.status_code == 409
+
+
+async def test_new_password_signs_out_old_tokens(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    response = await client.patch(
+        ME,
+        json={"password": "another-password-9", "current_password": PASSWORD},
+        headers=account.headers,
+    )
+    assert response.status_code == 200
+    assert (await client.get(ME, headers=account.headers)).status_code == 401
+    assert (await login(client, account.email, "another-password-9")).status_code == 200
+    assert (await login(client, account.email, PASSWORD)).status_code == 401
+
+
+async def test_weak_new_password_is_422(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    response = await client.patch(
+        ME, json={"password": "weak", "current_password": PASSWORD}, headers=account.headers
+    )
+    assert response.status_code == 422
+
+
+async def test_delete_me_removes_the_account_and_its_items(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    account = await create_account(client)
+    await create_item(client, account)
+    response = await client.delete(ME, headers=account.headers)
+    assert response.status_code == 204
+    assert await db.get(User, account.id) is None
+    remaining = await db.scalar(
+        select(func.count()).select_from(Item).where(Item.owner_id == account.id)
+    )
+    assert remaining == 0
+    assert (await client.get(ME, headers=account.headers)).status_code == 401
