@@ -1,0 +1,62 @@
+# Two commands on a fresh machine with Python 3.11+, PostgreSQL and Redis:
+#   make run    install what is missing, create and migrate the database, serve API + worker
+#   make test   run the whole test suite
+# `make help` lists the rest.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# uv from PATH, else where its installer (or pip --user) puts it.
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: help install run serve worker migrate superuser seed test test-fast lint fmt clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(UV):
+	@echo "uv not found: installing it into $(HOME)/.local/bin"
+	@if command -v curl >/dev/null 2>&1 && \
+		curl -LsSf https://astral.sh/uv/install.sh | env UV_INSTALL_DIR="$(HOME)/.local/bin" UV_NO_MODIFY_PATH=1 sh; then :; \
+	else python3 -m pip install --user --quiet uv; fi
+	@test -x "$(UV)" || { echo "could not install uv; see https://docs.astral.sh/uv/" >&2; exit 1; }
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+install: .venv/.synced ## install uv if missing, then the locked dependencies
+
+run: install ## check services, create + migrate the database, serve API and worker on :8000
+	$(RUN) app run
+
+serve: install ## serve only the API, reloading on code changes
+	$(RUN) app serve --reload
+
+worker: install ## run only the ARQ worker
+	$(RUN) app worker
+
+migrate: install ## create the database if needed and apply every migration
+	$(RUN) app migrate
+
+superuser: install ## create (or promote) an admin, from FIRST_SUPERUSER_* or prompts
+	$(RUN) app create-superuser
+
+seed: install ## add demo users with items (make seed USERS=1000 ITEMS=20)
+	$(RUN) app seed --users $(or $(USERS),10) --items $(or $(ITEMS),20)
+
+test: install ## run the whole test suite against the real PostgreSQL and Redis
+	$(RUN) pytest
+
+lint: install ## ruff (lint + format check) and mypy --strict
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+fmt: install ## format and autofix
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+clean: ## remove the virtualenv and caches
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
