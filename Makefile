@@ -17,9 +17,13 @@ help: ## list the targets
 
 $(UV):
 	@echo "uv not found: installing it into $(HOME)/.local/bin"
-	@if command -v curl >/dev/null 2>&1 && \
-		curl -LsSf https://astral.sh/uv/install.sh | env UV_INSTALL_DIR="$(HOME)/.local/bin" UV_NO_MODIFY_PATH=1 sh; then :; \
-	else python3 -m pip install --user --quiet uv; fi
+	@installer=$$(mktemp); \
+	if curl -LsSf https://astral.sh/uv/install.sh -o "$$installer" 2>/dev/null; then \
+		UV_INSTALL_DIR="$(HOME)/.local/bin" UV_NO_MODIFY_PATH=1 sh "$$installer"; \
+	else \
+		echo "astral.sh unreachable: installing uv from PyPI with pip"; \
+		python3 -m pip install --user --quiet uv; \
+	fi; rm -f "$$installer"
 	@test -x "$(UV)" || { echo "could not install uv; see https://docs.astral.sh/uv/" >&2; exit 1; }
 
 .venv/.synced: $(UV) pyproject.toml uv.lock

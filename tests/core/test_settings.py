@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr, ValidationError
+from pydantic_settings import BaseSettings
 
 from app.core.config import (
     JWT_SECRET_PLACEHOLDER,
@@ -98,8 +99,12 @@ def _documented_variables() -> set[str]:
 
 
 def _setting_variables() -> set[str]:
-    groups = {"database": DatabaseSettings, "redis": RedisSettings, "auth": AuthSettings}
-    groups |= {"mail": MailSettings}
+    groups: dict[str, type[BaseSettings]] = {
+        "database": DatabaseSettings,
+        "redis": RedisSettings,
+        "auth": AuthSettings,
+        "mail": MailSettings,
+    }
     names = {name.upper() for name in Settings.model_fields if name not in groups}
     for group in groups.values():
         prefix = group.model_config.get("env_prefix", "")
