@@ -158,17 +158,19 @@ async def _refuse_server_errors(response: httpx.Response) -> None:
 
 @pytest_asyncio.fixture
 async def client(
+    request: pytest.FixtureRequest,
     served: ServedApp,
     sessionmaker: async_sessionmaker[AsyncSession],
     redis: Redis,
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app over ASGI, every session bound to this test's transaction; any 5xx
-    other than 503 fails the test."""
+    other than 503 fails the test (unless it is marked `allow_server_errors`)."""
     served.app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
+    allowed = request.node.get_closest_marker("allow_server_errors") is not None
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=served.asgi),
+        transport=httpx.ASGITransport(app=served.asgi, raise_app_exceptions=not allowed),
         base_url="http://testserver",
-        event_hooks={"response": [_refuse_server_errors]},
+        event_hooks={"response": [] if allowed else [_refuse_server_errors]},
     ) as http:
         yield http
     served.app.dependency_overrides.clear()

@@ -33,7 +33,8 @@ async def test_errors_are_documented_as_problems(client: httpx.AsyncClient) -> N
     schema = (await client.get("/openapi.json")).json()
     create = schema["paths"]["/api/v1/items"]["post"]["responses"]
     for status in ("401", "409", "422"):
-        assert "application/problem+json" in create[status]["content"], status
+        assert list(create[status]["content"]) == ["application/problem+json"], status
+    assert {"Problem", "FieldError"} <= set(schema["components"]["schemas"])
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 

@@ -2,10 +2,15 @@ from __future__ import annotations
 
 import argon2
 import httpx
+import jwt
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.throttle import LoginThrottle
+from app.core.config import AuthSettings, Settings
+from app.core.errors import TooManyRequests
 from app.models import User
 from tests.factories import PASSWORD, create_account, login, unique_email
 
@@ -111,3 +116,32 @@ async def test_login_form_without_password_is_422(client: httpx.AsyncClient) -> 
     response = await client.post("/api/v1/auth/token", data={"username": "a@example.com"})
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == "body.password"
+
+
+async def test_access_token_carries_the_documented_claims(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    account = await create_account(client)
+    header = jwt.get_unverified_header(account.access_token)
+    claims = jwt.decode(
+        account.access_token,
+        settings.auth.jwt_secret.get_secret_value(),
+        algorithms=["HS256"],
+        audience="app-api",
+        issuer="app",
+    )
+    assert header == {"alg": "HS256", "typ": "at+jwt"}
+    assert claims["sub"] == str(account.id)
+    assert claims["type"] == "access"
+    assert {"exp", "iat", "nbf", "jti", "ver"} <= set(claims)
+    assert claims["exp"] - claims["iat"] == 15 * 60
+
+
+async def test_one_address_spraying_many_accounts_is_throttled(redis: Redis) -> None:
+    throttle = LoginThrottle(redis, AuthSettings(_env_file=None, login_max_failures_per_address=3))
+    for n in range(3):
+        await throttle.check(f"victim-{n}@example.com", "203.0.113.9")
+        await throttle.failed(f"victim-{n}@example.com", "203.0.113.9")
+    with pytest.raises(TooManyRequests):
+        await throttle.check("victim-99@example.com", "203.0.113.9")
+    await throttle.check("victim-99@example.com", "198.51.100.1")  # another address is fine

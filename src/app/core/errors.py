@@ -135,15 +135,25 @@ class Problem(BaseModel):
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries documenting problem+json bodies for `statuses`."""
+    """OpenAPI `responses` entries documenting problem+json bodies for `statuses`.
+
+    The `Problem` schema they point to is added by `add_problem_schemas` (a `model` key
+    would also document an `application/json` body, which the service never sends).
+    """
     return {
         status: {
             "description": HTTPStatus(status).phrase,
-            "model": Problem,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
         for status in statuses
     }
+
+
+def add_problem_schemas(openapi: dict[str, Any]) -> None:
+    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(schema.pop("$defs", {}))
+    schemas["Problem"] = schema
 
 
 def problem(
