@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import httpx
 import pytest
@@ -176,24 +177,35 @@ async def client(
     served.app.dependency_overrides.clear()
 
 
-RunJobs = Callable[[], Awaitable[int]]
+class RunJobs(Protocol):
+    async def __call__(self, *, settings: Settings | None = None) -> int: ...
 
 
 @pytest.fixture
 def run_jobs(
     settings: Settings, resources: Resources, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> RunJobs:
-    """Run a real ARQ worker in burst mode until the queue is empty; returns jobs done."""
+    """Run a real ARQ worker in burst mode until the queue is empty (deferred retries
+    included); returns the number of jobs that completed. `settings` overrides the
+    worker's settings (for example, to send mail to a test SMTP server)."""
 
-    async def run() -> int:
+    async def run(*, settings: Settings | None = None) -> int:
+        worker_settings = settings or resources.settings
         worker = create_worker(
-            settings,
+            worker_settings,
             burst=True,
             handle_signals=False,
             poll_delay=0.01,
             # One job at a time: every job shares this test's single connection.
             max_jobs=1,
-            ctx={"settings": settings, "resources": replace(resources, sessionmaker=sessionmaker)},
+            # Cron jobs run when a test asks for them, not on every drain.
+            cron_jobs=[],
+            ctx={
+                "settings": worker_settings,
+                "resources": replace(
+                    resources, settings=worker_settings, sessionmaker=sessionmaker
+                ),
+            },
         )
         try:
             await worker.main()

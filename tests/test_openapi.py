@@ -4,7 +4,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
-from app.core.config import AuthSettings, Environment
+from app.core.config import AuthSettings, Environment, MailSettings
 from app.main import create_app
 from tests.conftest import build_test_settings
 
@@ -40,7 +40,9 @@ async def test_errors_are_documented_as_problems(client: httpx.AsyncClient) -> N
 
 async def test_docs_are_off_in_production() -> None:
     auth = AuthSettings(_env_file=None, jwt_secret=SecretStr("p" * 40))
-    app = create_app(build_test_settings(environment=Environment.production, auth=auth))
+    mail = MailSettings(_env_file=None, backend="smtp")
+    settings = build_test_settings(environment=Environment.production, auth=auth, mail=mail)
+    app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:

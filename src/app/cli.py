@@ -214,7 +214,11 @@ def _parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--reload", action="store_true", help="restart on code changes")
     serve_parser.set_defaults(handler=serve)
 
-    commands.add_parser("worker", help="run the ARQ worker").set_defaults(handler=worker)
+    worker_parser = commands.add_parser("worker", help="run the ARQ worker")
+    worker_parser.add_argument(
+        "--check", action="store_true", help="exit 0 if a worker recorded its health recently"
+    )
+    worker_parser.set_defaults(handler=worker)
     commands.add_parser(
         "migrate", help="create the database if needed and apply every migration"
     ).set_defaults(handler=migrate)

@@ -20,6 +20,7 @@ from app.core.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.core.resources import Resources
 from app.health.router import router as health_router
 from app.items.router import router as items_router
+from app.jobs.router import router as jobs_router
 from app.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
@@ -28,6 +29,7 @@ OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, tokens and password recovery."},
     {"name": "users", "description": "Your account, and every account for admins."},
     {"name": "items", "description": "The main resource: CRUD, filters, search, ETags."},
+    {"name": "jobs", "description": "Background jobs you started, and their files."},
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 
@@ -98,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(auth_router)
     api.include_router(users_router)
     api.include_router(items_router)
+    api.include_router(jobs_router)
     app.include_router(api)
     app.include_router(health_router)
 

@@ -1,21 +1,29 @@
 """The ARQ worker: every domain's `tasks.py`, built from the same `Resources` as the API.
 
-Run it with `app worker` (or `make worker`). `create_worker(settings)` is also what the
-tests use, with `burst=True`.
+Run it with `app worker` (or `make worker`); `app worker --check` exits 0 while a worker
+has recorded its health key recently. `create_worker(settings)` is also what the tests
+use, with `burst=True`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import AsyncExitStack
 from typing import Any
 
+from arq.cron import CronJob
 from arq.worker import Function, Worker
 
+from app.auth.tasks import CRON_JOBS as AUTH_CRON_JOBS
 from app.auth.tasks import FUNCTIONS as AUTH_FUNCTIONS
 from app.core.config import Settings
 from app.core.resources import Resources, arq_redis_settings
+from app.items.tasks import FUNCTIONS as ITEM_FUNCTIONS
+from app.jobs.tasks import CRON_JOBS as JOB_CRON_JOBS
 
-FUNCTIONS: list[Function] = [*AUTH_FUNCTIONS]
+FUNCTIONS: list[Function] = [*AUTH_FUNCTIONS, *ITEM_FUNCTIONS]
+CRON_JOBS: list[CronJob] = [*AUTH_CRON_JOBS, *JOB_CRON_JOBS]
+HEALTH_CHECK_KEY = "arq:app:health-check"
 
 
 async def startup(ctx: dict[str, Any]) -> None:
@@ -34,23 +42,34 @@ async def shutdown(ctx: dict[str, Any]) -> None:
 
 
 class WorkerSettings:
-    """The worker's fixed configuration; `create_worker` adds what comes from `Settings`."""
+    """The worker's fixed configuration; `create_worker` adds what comes from `Settings`.
+
+    Per-function timeouts and tries are set where each job is declared (`tasks.py`);
+    these are the defaults for anything that does not say.
+    """
 
     functions = FUNCTIONS
+    cron_jobs = CRON_JOBS
     on_startup = startup
     on_shutdown = shutdown
-    max_jobs = 10
     job_timeout = 60
     keep_result = 3600
     max_tries = 5
-    # On SIGTERM, stop taking jobs and give running ones this long to finish.
-    job_completion_wait = 30
     health_check_interval = 30
+    health_check_key = HEALTH_CHECK_KEY
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
     options: dict[str, Any] = {
         name: value for name, value in vars(WorkerSettings).items() if not name.startswith("_")
     }
-    options |= {"redis_settings": arq_redis_settings(settings), "ctx": {"settings": settings}}
+    options |= {
+        # CronJob objects remember their next run: each worker gets its own.
+        "cron_jobs": [dataclasses.replace(cron_job) for cron_job in CRON_JOBS],
+        "redis_settings": arq_redis_settings(settings),
+        "ctx": {"settings": settings},
+        "max_jobs": settings.worker.max_jobs,
+        # On SIGTERM: stop taking jobs, let running ones finish for this long.
+        "job_completion_wait": settings.worker.shutdown_grace_seconds,
+    }
     return Worker(**(options | overrides))

@@ -13,6 +13,7 @@ from app.core.config import (
     MailSettings,
     RedisSettings,
     Settings,
+    WorkerProcessSettings,
 )
 
 STRONG_SECRET = SecretStr("k" * 48)
@@ -23,6 +24,7 @@ def _settings(environment: Environment, secret: str, **auth: object) -> Settings
         _env_file=None,
         environment=environment,
         auth=AuthSettings(_env_file=None, jwt_secret=SecretStr(secret), **auth),  # type: ignore[arg-type]
+        mail=MailSettings(_env_file=None, backend="smtp"),
     )
 
 
@@ -40,6 +42,16 @@ def test_a_short_secret_is_refused_in_production() -> None:
 def test_the_secret_must_match_the_hash_size() -> None:
     with pytest.raises(ValidationError, match="at least 64"):
         _settings(Environment.production, "x" * 48, jwt_algorithm="HS512")
+
+
+def test_the_console_mail_backend_is_refused_in_production() -> None:
+    with pytest.raises(ValidationError, match="MAIL_BACKEND=console is for development"):
+        Settings(
+            _env_file=None,
+            environment=Environment.production,
+            auth=AuthSettings(_env_file=None, jwt_secret=STRONG_SECRET),
+            mail=MailSettings(_env_file=None, backend="console"),
+        )
 
 
 def test_development_accepts_the_placeholder() -> None:
@@ -104,6 +116,7 @@ def _setting_variables() -> set[str]:
         "redis": RedisSettings,
         "auth": AuthSettings,
         "mail": MailSettings,
+        "worker": WorkerProcessSettings,
     }
     names = {name.upper() for name in Settings.model_fields if name not in groups}
     for group in groups.values():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -75,3 +75,13 @@ async def use_all_reset_tokens(session: AsyncSession, user_id: UUID) -> None:
         .where(PasswordResetToken.user_id == user_id, PasswordResetToken.used_at.is_(None))
         .values(used_at=utcnow())
     )
+
+
+async def delete_expired_tokens(session: AsyncSession, *, before: datetime) -> tuple[int, int]:
+    refresh = await session.execute(delete(RefreshToken).where(RefreshToken.expires_at < before))
+    reset = await session.execute(
+        delete(PasswordResetToken).where(
+            or_(PasswordResetToken.expires_at < before, PasswordResetToken.used_at.is_not(None))
+        )
+    )
+    return refresh.rowcount, reset.rowcount  # type: ignore[attr-defined]

@@ -20,7 +20,7 @@ from app.core.db import after_commit, utcnow
 from app.core.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from app.core.ids import uuid7
 from app.core.jobs import enqueue_after_commit
-from app.core.mail import EmailMessage, MailBackend
+from app.core.mail import EmailMessage
 from app.core.resources import Resources
 from app.core.security import (
     InvalidTokenError,
@@ -35,6 +35,7 @@ from app.users import repository as user_repository
 logger = logging.getLogger(__name__)
 
 SEND_PASSWORD_RESET = "auth.send_password_reset"  # noqa: S105 - a job name
+SEND_WELCOME_EMAIL = "auth.send_welcome_email"
 _INVALID_CREDENTIALS = "Incorrect email or password"
 
 
@@ -82,6 +83,9 @@ async def register(session: AsyncSession, *, data: RegisterRequest, kit: AuthKit
     )
     if user is None:  # lost a race with a concurrent registration of the same email
         raise Conflict("This email is already registered")
+    enqueue_after_commit(
+        session, SEND_WELCOME_EMAIL, str(user.id), job_id=f"{SEND_WELCOME_EMAIL}:{user.id}"
+    )
     return user
 
 
@@ -168,17 +172,18 @@ def request_password_reset(session: AsyncSession, *, email: str) -> None:
     enqueue_after_commit(session, SEND_PASSWORD_RESET, email, job_id=job_id)
 
 
-async def send_password_reset(
-    session: AsyncSession, *, email: str, job_id: str, kit: AuthKit, mail: MailBackend
-) -> bool:
-    """Create a reset token for `email` and mail it; False when there is no such account.
+async def password_reset_message(
+    session: AsyncSession, *, email: str, job_id: str, kit: AuthKit
+) -> EmailMessage | None:
+    """Store a reset token for `email` and return the email carrying it; None when there
+    is no such active account.
 
     The token is derived from the job id, so a job that runs twice stores one token and
     sends the same link again instead of a second, different one.
     """
     user = await user_repository.get_by_email(session, email)
     if user is None or not user.is_active:
-        return False
+        return None
     secret = kit.settings.auth.jwt_secret.get_secret_value().encode()
     token = hmac.new(secret, f"password-reset:{job_id}".encode(), hashlib.sha256).hexdigest()
     lifetime = timedelta(minutes=kit.settings.auth.password_reset_expire_minutes)
@@ -186,7 +191,7 @@ async def send_password_reset(
         session, user_id=user.id, token_hash=sha256_hex(token), expires_at=utcnow() + lifetime
     )
     link = f"{kit.settings.public_base_url.rstrip('/')}/reset-password?token={token}"
-    message = EmailMessage(
+    return EmailMessage(
         to=user.email,
         subject=f"Reset your {kit.settings.project_name} password",
         body=(
@@ -195,13 +200,37 @@ async def send_password_reset(
             f"The link works once and expires in {int(lifetime.total_seconds()) // 60} minutes. "
             "If you did not ask for this, ignore this email."
         ),
+        message_id=_message_id(job_id, kit),
     )
 
-    async def deliver() -> None:
-        await mail.send(message)
 
-    after_commit(session, deliver)
-    return True
+async def welcome_message(
+    session: AsyncSession, *, user_id: UUID, job_id: str, kit: AuthKit
+) -> EmailMessage | None:
+    user = await user_repository.get(session, user_id)
+    if user is None or not user.is_active:
+        return None
+    name = kit.settings.project_name
+    return EmailMessage(
+        to=user.email,
+        subject=f"Welcome to {name}",
+        body=(
+            f"Hello {user.full_name or user.email},\n\n"
+            f"your {name} account is ready. Sign in with this email address.\n\n"
+            "If you did not create it, reply to this email."
+        ),
+        message_id=_message_id(job_id, kit),
+    )
+
+
+def _message_id(job_id: str, kit: AuthKit) -> str:
+    domain = kit.settings.mail.sender.rsplit("@", 1)[-1].rstrip(">").strip() or "localhost"
+    return f"<{sha256_hex(job_id)[:32]}@{domain}>"
+
+
+async def purge_expired_tokens(session: AsyncSession) -> tuple[int, int]:
+    """Delete refresh and reset tokens that can no longer be used; the two counts."""
+    return await repository.delete_expired_tokens(session, before=utcnow())
 
 
 async def reset_password(

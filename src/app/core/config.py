@@ -98,8 +98,28 @@ class AuthSettings(_Group):
 class MailSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="MAIL_")
 
-    backend: Literal["console"] = "console"
+    # console writes messages to the log (development only); smtp sends them.
+    backend: Literal["console", "smtp"] = "console"
     sender: str = "App <no-reply@example.com>"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # none: plain SMTP (a local relay); starttls: upgrade on 587; tls: implicit TLS on 465.
+    smtp_security: Literal["none", "starttls", "tls"] = "none"
+    smtp_timeout: Annotated[float, Field(gt=0)] = 10.0
+    # A temporary failure is retried after base, 2 x base, 4 x base... seconds.
+    retry_backoff_seconds: Annotated[float, Field(gt=0)] = 30.0
+
+
+class WorkerProcessSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="WORKER_")
+
+    # Jobs one worker process runs at once.
+    max_jobs: PositiveInt = 10
+    # On SIGTERM, how long running jobs may take to finish before they are cancelled
+    # (and retried by another worker).
+    shutdown_grace_seconds: PositiveInt = 30
 
 
 class Settings(_Group):
@@ -111,6 +131,10 @@ class Settings(_Group):
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: PositiveInt = 1_048_576
+    # Files written by the service (item exports); shared by the API and the worker.
+    storage_dir: Path = Path("var/storage")
+    # Finished exports (file and status) are deleted after this many hours.
+    export_retention_hours: PositiveInt = 24
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     web_concurrency: PositiveInt = 1
@@ -121,6 +145,7 @@ class Settings(_Group):
     redis: RedisSettings = Field(default_factory=RedisSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
+    worker: WorkerProcessSettings = Field(default_factory=WorkerProcessSettings)
 
     @field_validator("first_superuser_email", "first_superuser_password", mode="before")
     @classmethod
@@ -146,6 +171,14 @@ class Settings(_Group):
                 f"when ENVIRONMENT={self.environment.value} "
                 '(python -c "import secrets; print(secrets.token_urlsafe(48))")'
             )
+            raise ValueError(msg)
+        return self
+
+    @model_validator(mode="after")
+    def _no_console_mail_in_production(self) -> Self:
+        # The console backend logs the message, reset links included.
+        if self.is_production and self.mail.backend == "console":
+            msg = "MAIL_BACKEND=console is for development; configure MAIL_BACKEND=smtp"
             raise ValueError(msg)
         return self
 

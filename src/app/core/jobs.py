@@ -1,46 +1,172 @@
-"""Enqueue ARQ jobs only after the transaction that asked for them commits.
+"""Background jobs: enqueued after the commit through an outbox, run with logging.
 
-A job belongs to a write: it must not run against data that was rolled back, and it
-must not be lost once the write is committed. `enqueue_after_commit` buffers the job on
-the session; `app.core.db.commit` sends it once the commit succeeded. Jobs take ids and
-plain values, never ORM objects.
+A job belongs to a write. `enqueue_after_commit` stores it in `job_outbox` inside the
+write's transaction and, once that transaction committed, sends it to ARQ and deletes the
+row. A rollback drops both. If Redis is down at that moment the row stays, and the
+worker's `relay_outbox` cron sends it later: nothing committed loses its job. Every job
+has an ARQ job id, so a second send of the same row is ignored by ARQ.
+
+Jobs take ids and plain JSON values, never ORM objects, open their own session scope,
+and must be idempotent: ARQ runs a job again after a worker crash.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import json
 import logging
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, cast
 
-from arq import ArqRedis
+from arq import ArqRedis, Retry
+from arq.cron import CronJob, cron
+from arq.worker import Function, func
+from redis.exceptions import RedisError
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.db import after_commit
+from app.core.context import request_id_var
+from app.core.db import after_commit, utcnow
+from app.core.ids import uuid7
+from app.models import JobOutbox
+
+if TYPE_CHECKING:
+    from arq.typing import WorkerCoroutine
 
 logger = logging.getLogger(__name__)
 
 ARQ_INFO_KEY = "arq"
+_PENDING_KEY = "pending_jobs"
+# The relay leaves younger rows to the request that wrote them.
+RELAY_GRACE = timedelta(seconds=30)
+RELAY_BATCH = 500
 
-
-def enqueue_after_commit(
-    session: AsyncSession,
-    function: str,
-    *args: Any,
-    job_id: str | None = None,
-) -> None:
-    arq = session.info.get(ARQ_INFO_KEY)
-    if not isinstance(arq, ArqRedis):
-        msg = "this session was not opened by session_scope(..., info=job_info(arq))"
-        raise TypeError(msg)
-
-    async def send() -> None:
-        job = await arq.enqueue_job(function, *args, _job_id=job_id)
-        if job is None:
-            logger.info("job %s already queued as %s", function, job_id)
-        else:
-            logger.info("job %s queued as %s", function, job.job_id)
-
-    after_commit(session, send)
+JobFunction = Callable[..., Awaitable[Any]]
 
 
 def job_info(arq: ArqRedis) -> dict[str, object]:
+    """`session_scope(..., info=job_info(arq))`: lets the session enqueue jobs."""
     return {ARQ_INFO_KEY: arq}
+
+
+def enqueue_after_commit(
+    session: AsyncSession, function: str, *args: Any, job_id: str | None = None
+) -> str:
+    """Queue `function(*args)` to run once this session's transaction commits.
+
+    `job_id` de-duplicates: while a job with that id is queued, running or its result is
+    kept, another one with the same id is not queued. Returns the job id.
+    """
+    arq = session.info.get(ARQ_INFO_KEY)
+    if not isinstance(arq, ArqRedis):
+        msg = "this session was not opened with session_scope(..., info=job_info(arq))"
+        raise TypeError(msg)
+    json.dumps(args)  # jobs take plain values; fail here, not in the worker
+    entry = JobOutbox(function=function, args=list(args), job_id=job_id or f"{function}:{uuid7()}")
+    session.add(entry)
+    pending: list[JobOutbox] = session.info.setdefault(_PENDING_KEY, [])
+    if not pending:
+        after_commit(session, functools.partial(_dispatch, session, arq))
+    pending.append(entry)
+    return entry.job_id
+
+
+async def _dispatch(session: AsyncSession, arq: ArqRedis) -> None:
+    entries: list[JobOutbox] = session.info.pop(_PENDING_KEY, [])
+    try:
+        sent = await send_to_queue(arq, entries)
+        if sent:
+            await session.execute(delete(JobOutbox).where(JobOutbox.id.in_(sent)))
+            await session.commit()
+    except Exception:
+        # The write is committed and so are its jobs: the relay sends what is left.
+        logger.exception("jobs stay in the outbox for the relay")
+
+
+async def send_to_queue(arq: ArqRedis, entries: Sequence[JobOutbox]) -> list[Any]:
+    """Send outbox rows to ARQ; the ids of the rows that reached it."""
+    sent = []
+    for entry in entries:
+        try:
+            job = await arq.enqueue_job(entry.function, *entry.args, _job_id=entry.job_id)
+        except (RedisError, OSError) as exc:
+            logger.warning("job %s not queued (%s); left in the outbox", entry.job_id, exc)
+            break
+        logger.info(
+            "job %s %s", entry.job_id, "queued" if job is not None else "was already queued"
+        )
+        sent.append(entry.id)
+    return sent
+
+
+async def relay_outbox(session: AsyncSession, arq: ArqRedis) -> int:
+    """Send the outbox rows their requests could not send; how many were sent."""
+    statement = (
+        select(JobOutbox)
+        .where(JobOutbox.created_at < utcnow() - RELAY_GRACE)
+        .order_by(JobOutbox.created_at)
+        .limit(RELAY_BATCH)
+        .with_for_update(skip_locked=True)
+    )
+    entries = (await session.scalars(statement)).all()
+    sent = await send_to_queue(arq, entries)
+    if sent:
+        await session.execute(delete(JobOutbox).where(JobOutbox.id.in_(sent)))
+    return len(sent)
+
+
+def _logged(name: str, function: JobFunction) -> JobFunction:
+    """Log start, end, duration and outcome of every run, with the job id on each line."""
+
+    @functools.wraps(function)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        job_id, attempt = ctx.get("job_id", "-"), ctx.get("job_try", 1)
+        token = request_id_var.set(job_id)
+        started = time.perf_counter()
+        logger.info("job start %s id=%s try=%s", name, job_id, attempt)
+        outcome = "failed"
+        try:
+            result = await function(ctx, *args, **kwargs)
+            outcome = "complete"
+            return result
+        except Retry:
+            outcome = "retry"
+            raise
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log = logger.error if outcome == "failed" else logger.info
+            log(
+                "job end %s id=%s try=%s outcome=%s duration_ms=%.1f",
+                name,
+                job_id,
+                attempt,
+                outcome,
+                elapsed_ms,
+                exc_info=outcome == "failed",
+            )
+            request_id_var.reset(token)
+
+    return run
+
+
+def job(function: JobFunction, *, name: str, timeout: int, max_tries: int) -> Function:
+    """An ARQ function named `<domain>.<verb>` with its own timeout and tries."""
+    coroutine = cast("WorkerCoroutine", _logged(name, function))
+    return func(coroutine, name=name, timeout=timeout, max_tries=max_tries)
+
+
+def cron_job(function: JobFunction, *, name: str, timeout: int, **schedule: Any) -> CronJob:
+    """A periodic job. ARQ gives each tick one job id, so several workers run it once."""
+    coroutine = cast("WorkerCoroutine", _logged(name, function))
+    return cron(coroutine, name=name, timeout=timeout, unique=True, **schedule)
+
+
+def retry_backoff(attempt: int, base_seconds: float) -> Retry:
+    """Retry after base, 2 x base, 4 x base... seconds (attempt 1 is the first try)."""
+    return Retry(defer=base_seconds * 2 ** (attempt - 1))

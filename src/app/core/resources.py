@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 
 from app.core.config import Settings
 from app.core.security import PasswordHasher, TokenCodec
+from app.core.storage import LocalStorage
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Resources:
     arq: ArqRedis
     passwords: PasswordHasher
     tokens: TokenCodec
+    storage: LocalStorage
 
     @classmethod
     @asynccontextmanager
@@ -52,6 +54,7 @@ class Resources:
                 arq=arq,
                 passwords=PasswordHasher.from_settings(settings.auth),
                 tokens=TokenCodec(settings.auth),
+                storage=LocalStorage(settings.storage_dir),
             )
         finally:
             await arq.aclose(close_connection_pool=True)

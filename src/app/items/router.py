@@ -13,6 +13,7 @@ from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
 from app.items import service as item_service
 from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
+from app.jobs.schemas import JobAccepted
 from app.models import Item
 
 router = APIRouter(
@@ -50,6 +51,26 @@ async def create_item(
     response.headers["Location"] = str(request.url_for("read_item", item_id=item.id))
     _versioned(response, item)
     return item
+
+
+@router.post(
+    "/exports",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(409),
+)
+async def export_items(
+    user: CurrentUser,
+    session: SessionDep,
+    request: Request,
+    response: Response,
+    _idempotency: IdempotencyDep,
+) -> JobAccepted:
+    """Export your items as CSV in the background. Follow `status_url` until the job is
+    `complete`, then fetch its `download_url`."""
+    job = await item_service.request_export(session, user)
+    status_url = str(request.url_for("read_job", job_id=job.id))
+    response.headers["Location"] = status_url
+    return JobAccepted(job_id=job.id, status_url=status_url)
 
 
 @router.get("", response_model=Page[ItemRead])

@@ -13,7 +13,10 @@ from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
 from app.items import repository
 from app.items.schemas import ItemCreate, ItemFilters, ItemReplace, ItemUpdate
-from app.models import Item, Role, User
+from app.jobs import service as job_service
+from app.models import Item, Job, Role, User
+
+EXPORT_JOB = "items.export"
 
 
 def _sees_everything(actor: User) -> bool:
@@ -33,6 +36,11 @@ async def list_page(
 ) -> Paged[Item]:
     owner_id = None if _sees_everything(actor) else actor.id
     return await repository.page(session, owner_id=owner_id, filters=filters, page=page)
+
+
+async def request_export(session: AsyncSession, owner: User) -> Job:
+    """Queue a CSV export of the owner's items; follow it at /jobs/{id}."""
+    return await job_service.submit(session, owner, kind=EXPORT_JOB, function=EXPORT_JOB)
 
 
 async def create(session: AsyncSession, owner: User, *, data: ItemCreate) -> Item:

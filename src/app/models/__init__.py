@@ -1,6 +1,8 @@
 """Every table, one module each; importing this package registers them all on `Base`."""
 
 from app.models.item import Item, ItemStatus
+from app.models.job import Job, JobStatus
+from app.models.job_outbox import JobOutbox
 from app.models.password_reset_token import PasswordResetToken
 from app.models.refresh_token import RefreshToken
 from app.models.tag import Tag, item_tags
@@ -9,6 +11,9 @@ from app.models.user import Role, User
 __all__ = [
     "Item",
     "ItemStatus",
+    "Job",
+    "JobOutbox",
+    "JobStatus",
     "PasswordResetToken",
     "RefreshToken",
     "Role",

@@ -1,0 +1,54 @@
+"""Where the service keeps files: a small interface, implemented on a local directory.
+
+Writes stream in chunks to a temporary name and are renamed into place only when
+complete, so a reader never sees half a file and a crashed writer leaves no file under
+the final key. Keys are relative paths made by the service, never by clients.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Protocol
+
+import anyio
+
+from app.core.ids import uuid7
+
+_KEY = re.compile(r"^[a-z0-9][a-z0-9._-]*(/[a-z0-9][a-z0-9._-]*)*$")
+
+
+class Sink(Protocol):
+    async def write(self, chunk: bytes, /) -> object: ...
+
+
+class LocalStorage:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def path(self, key: str) -> Path:
+        if not _KEY.match(key) or ".." in key:
+            msg = f"invalid storage key: {key!r}"
+            raise ValueError(msg)
+        return self.root / key
+
+    @contextlib.asynccontextmanager
+    async def writer(self, key: str) -> AsyncIterator[Sink]:
+        final = self.path(key)
+        partial = final.with_name(f".{final.name}.{uuid7().hex}.part")
+        await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
+        try:
+            async with await anyio.open_file(partial, "wb") as sink:
+                yield sink
+            await anyio.to_thread.run_sync(os.replace, partial, final)
+        finally:
+            await anyio.Path(partial).unlink(missing_ok=True)
+
+    async def delete(self, key: str) -> None:
+        await anyio.Path(self.path(key)).unlink(missing_ok=True)
+
+    async def exists(self, key: str) -> bool:
+        return await anyio.Path(self.path(key)).is_file()

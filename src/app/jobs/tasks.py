@@ -1,0 +1,43 @@
+"""ARQ jobs that keep the job machinery itself healthy."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from arq.cron import CronJob
+
+from app.core.db import session_scope
+from app.core.jobs import cron_job, relay_outbox
+from app.core.resources import Resources
+from app.jobs import service as job_service
+
+logger = logging.getLogger(__name__)
+
+
+async def relay(ctx: dict[str, Any]) -> int:
+    """Send jobs whose request committed but could not reach Redis."""
+    resources: Resources = ctx["resources"]
+    async with session_scope(resources.sessionmaker) as session:
+        sent = await relay_outbox(session, resources.arq)
+    if sent:
+        logger.warning("relayed %d jobs from the outbox", sent)
+    return sent
+
+
+async def purge(ctx: dict[str, Any]) -> dict[str, int]:
+    resources: Resources = ctx["resources"]
+    retention = timedelta(hours=resources.settings.export_retention_hours)
+    async with session_scope(resources.sessionmaker) as session:
+        deleted, stalled = await job_service.purge(
+            session, storage=resources.storage, retention=retention
+        )
+    logger.info("deleted %d finished jobs, failed %d stalled ones", deleted, stalled)
+    return {"deleted": deleted, "stalled": stalled}
+
+
+CRON_JOBS: list[CronJob] = [
+    cron_job(relay, name="jobs.relay_outbox", timeout=60, second={0, 30}),
+    cron_job(purge, name="jobs.purge", timeout=300, minute={17, 47}),
+]
