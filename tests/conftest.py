@@ -39,6 +39,7 @@ from app.core.config import (
     Settings,
 )
 from app.core.database_admin import recreate_database
+from app.core.db import Base
 from app.core.dependencies import get_sessionmaker
 from app.core.resources import Resources
 from app.main import create_app
@@ -175,6 +176,30 @@ async def client(
     ) as http:
         yield http
     served.app.dependency_overrides.clear()
+
+
+async def _empty_every_table(resources: Resources) -> None:
+    tables = ", ".join(f'"{name}"' for name in Base.metadata.tables)
+    async with resources.engine.begin() as conn:
+        await conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+@pytest_asyncio.fixture
+async def committed_client(
+    served: ServedApp, resources: Resources, redis: Redis
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its own pool and real commits, for tests that send concurrent
+    requests (one shared test connection cannot run them). Every table is emptied after
+    the test; any 5xx other than 503 fails it."""
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=served.asgi),
+        base_url="http://testserver",
+        event_hooks={"response": [_refuse_server_errors]},
+    ) as http:
+        try:
+            yield http
+        finally:
+            await _empty_every_table(resources)
 
 
 class RunJobs(Protocol):

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from app.core.config import Settings
 from app.core.database_admin import drop_database
+from app.core.ids import uuid7
 from app.models import Item, Role, User
 
 
@@ -97,6 +98,24 @@ async def test_migrate_superuser_and_seed(
     assert again.returncode == 0
     assert "created database" not in again.stderr
 
+    # An account that merely registered the address is not made admin by a redeploy.
+    engine = create_async_engine(cli_database, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(User).values(
+                    id=uuid7(), email="taken@example.com", hashed_password="x", role=Role.user
+                )
+            )
+    finally:
+        await engine.dispose()
+    left = _app(["create-superuser", "--email", "taken@example.com"], env, tmp_path)
+    assert "left unchanged" in left.stderr
+    promoted = _app(
+        ["create-superuser", "--email", "taken@example.com", "--promote"], env, tmp_path
+    )
+    assert "promoted to admin" in promoted.stderr
+
     seeded = _app(["seed", "--users", "60", "--items", "2"], env, tmp_path)
     assert seeded.returncode == 0, seeded.stderr
     assert "60/60" in seeded.stderr  # the progress bar reached the end
@@ -105,15 +124,13 @@ async def test_migrate_superuser_and_seed(
     try:
         async with engine.connect() as connection:
             admins = await connection.scalar(
-                select(func.count())
-                .select_from(User)
-                .where(User.role == Role.admin, User.email == "root@example.com")
+                select(func.count()).select_from(User).where(User.role == Role.admin)
             )
             users = await connection.scalar(select(func.count()).select_from(User))
             items = await connection.scalar(select(func.count()).select_from(Item))
     finally:
         await engine.dispose()
-    assert (admins, users, items) == (1, 61, 120)
+    assert (admins, users, items) == (2, 62, 120)
 
 
 def test_create_superuser_if_configured_is_a_no_op_without_configuration(

@@ -47,16 +47,22 @@ DEMO_NOUNS = [
 SEED_BATCH_USERS = 50
 
 
-async def ensure_superuser(settings: Settings, *, email: str, password: SecretStr) -> str:
+async def ensure_superuser(
+    settings: Settings, *, email: str, password: SecretStr, promote: bool = False
+) -> str:
+    """Create the admin `email`. An existing account is left alone unless `promote` says
+    so: whoever registered that address first must not become admin by a redeploy."""
     async with (
         Resources.open(settings) as resources,
         session_scope(resources.sessionmaker) as session,
     ):
         user = await user_repository.get_by_email(session, email)
         if user is not None:
-            if user.role == Role.admin and user.is_active:
+            if user.role == Role.admin:
                 return "already exists"
-            user.role, user.is_active = Role.admin, True
+            if not promote:
+                return "exists but is not an admin; left unchanged (use --promote)"
+            user.role = Role.admin
             return "promoted to admin"
         hashed = await resources.passwords.hash(password.get_secret_value())
         await user_repository.insert_new(

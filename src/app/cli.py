@@ -127,7 +127,9 @@ def create_superuser(args: argparse.Namespace) -> None:
         TypeAdapter(Password).validate_python(password)
     except ValidationError as exc:
         _fail("; ".join(error["msg"] for error in exc.errors()))
-    outcome = asyncio.run(ensure_superuser(settings, email=email, password=SecretStr(password)))
+    outcome = asyncio.run(
+        ensure_superuser(settings, email=email, password=SecretStr(password), promote=args.promote)
+    )
     _say(f"superuser {email}: {outcome}")
 
 
@@ -166,7 +168,7 @@ def run(args: argparse.Namespace) -> None:
     settings = _settings()
     _preflight(settings)
     migrate(args)
-    create_superuser(argparse.Namespace(email=None, if_configured=True))
+    create_superuser(argparse.Namespace(email=None, if_configured=True, promote=False))
     _say(f"serving on http://{settings.host}:{settings.port} (docs at /docs); Ctrl-C stops")
     app_command = [sys.executable, "-m", "app"]
     children = [
@@ -231,6 +233,11 @@ def _parser() -> argparse.ArgumentParser:
         "--if-configured",
         action="store_true",
         help="do nothing unless FIRST_SUPERUSER_EMAIL and FIRST_SUPERUSER_PASSWORD are set",
+    )
+    superuser_parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="make an existing account with this email an admin (by default it is left alone)",
     )
     superuser_parser.set_defaults(handler=create_superuser)
 

@@ -94,3 +94,10 @@ async def test_register_without_a_json_content_type_is_422(client: httpx.AsyncCl
         headers={"content-type": "text/plain"},
     )
     assert response.status_code == 422
+
+
+async def test_a_nul_character_in_a_name_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        REGISTER, json={"email": unique_email(), "password": PASSWORD, "full_name": "a\u0000"}
+    )
+    assert response.status_code == 422

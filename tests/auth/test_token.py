@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import argon2
 import httpx
 import jwt
@@ -140,8 +142,23 @@ async def test_access_token_carries_the_documented_claims(
 async def test_one_address_spraying_many_accounts_is_throttled(redis: Redis) -> None:
     throttle = LoginThrottle(redis, AuthSettings(_env_file=None, login_max_failures_per_address=3))
     for n in range(3):
-        await throttle.check(f"victim-{n}@example.com", "203.0.113.9")
-        await throttle.failed(f"victim-{n}@example.com", "203.0.113.9")
+        await throttle.reserve(f"victim-{n}@example.com", "203.0.113.9")
     with pytest.raises(TooManyRequests):
-        await throttle.check("victim-99@example.com", "203.0.113.9")
-    await throttle.check("victim-99@example.com", "198.51.100.1")  # another address is fine
+        await throttle.reserve("victim-99@example.com", "203.0.113.9")
+    await throttle.reserve("victim-99@example.com", "198.51.100.1")  # another address is fine
+
+
+async def test_parallel_guesses_cannot_slip_past_the_limit(
+    committed_client: httpx.AsyncClient,
+) -> None:
+    account = await create_account(committed_client)
+    responses = await asyncio.gather(
+        *(login(committed_client, account.email, f"wrong-password-{n}") for n in range(30))
+    )
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [401] * 5 + [429] * 25
+
+
+async def test_a_nul_character_in_the_username_is_422(client: httpx.AsyncClient) -> None:
+    response = await login(client, "a\x00@example.com", PASSWORD)
+    assert response.status_code == 422

@@ -4,22 +4,53 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.types import Message, Receive, Scope, Send
 
+from app.core.dependencies import get_sessionmaker
 from app.models import Item
+from tests.conftest import ServedApp
 from tests.factories import create_account
 
 
-async def test_a_created_row_is_readable_as_soon_as_the_201_arrives(
-    client: httpx.AsyncClient, db: AsyncSession
+async def test_the_commit_happens_before_the_response_starts(
+    served: ServedApp,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    account = await create_account(client)
-    response = await client.post(
-        "/api/v1/items", json={"title": "x", "price": "1"}, headers=account.headers
-    )
-    assert response.status_code == 201
-    assert await db.get(Item, response.json()["id"]) is not None
+    """A client that got its 201 can read the row back at once, from any process."""
+    events: list[str] = []
+    real_commit = AsyncSession.commit
+
+    async def recording_commit(self: AsyncSession) -> None:
+        await real_commit(self)
+        events.append("commit")
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                events.append(f"response {message['status']}")
+            await send(message)
+
+        await served.asgi(scope, receive, recording_send)
+
+    served.app.dependency_overrides[get_sessionmaker] = lambda: sessionmaker
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+        ) as client:
+            account = await create_account(client)
+            monkeypatch.setattr(AsyncSession, "commit", recording_commit)
+            events.clear()
+            await client.post(
+                "/api/v1/items", json={"title": "x", "price": "1"}, headers=account.headers
+            )
+    finally:
+        served.app.dependency_overrides.clear()
+    assert events[:2] == ["commit", "response 201"]
 
 
 @pytest.mark.allow_server_errors
@@ -41,3 +72,25 @@ async def test_a_failed_commit_is_an_error_not_a_2xx(
     assert response.headers["content-type"] == "application/problem+json"
     count = await db.scalar(select(func.count()).select_from(Item))
     assert count == 0
+
+
+@pytest.mark.allow_server_errors
+async def test_a_failed_commit_frees_the_idempotency_key(
+    client: httpx.AsyncClient, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retry after a rolled-back create creates; it never replays a phantom 201."""
+    account = await create_account(client)
+    headers = account.headers | {"Idempotency-Key": "retry-after-failure"}
+
+    async def failing_commit(self: AsyncSession) -> None:
+        msg = "the database refused the commit"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(AsyncSession, "commit", failing_commit)
+    failed = await client.post("/api/v1/items", json={"title": "x", "price": "1"}, headers=headers)
+    monkeypatch.undo()
+    retried = await client.post("/api/v1/items", json={"title": "x", "price": "1"}, headers=headers)
+    assert failed.status_code == 500
+    assert retried.status_code == 201
+    assert "idempotent-replayed" not in retried.headers
+    assert await db.get(Item, retried.json()["id"]) is not None

@@ -90,6 +90,7 @@ async def test_conditional_get_answers_304_while_the_etag_matches(
     assert cached.status_code == 304
     assert cached.content == b""
     assert cached.headers["etag"] == etag
+    assert cached.headers["cache-control"] == "private, no-cache"
     weak = await client.get(path, headers=account.headers | {"If-None-Match": f"W/{etag}"})
     assert weak.status_code == 304
     await client.patch(path, json={"title": "Blue lamp"}, headers=account.headers)
@@ -242,3 +243,18 @@ async def test_admin_can_read_and_change_any_item(
 async def test_items_need_authentication(client: httpx.AsyncClient) -> None:
     assert (await client.get(ITEMS)).status_code == 401
     assert (await client.post(ITEMS, json={"title": "x", "price": "1"})).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", ITEMS, {"title": "a\u0000b", "price": "1"}),
+        ("GET", f"{ITEMS}?q=lamp%00", None),
+    ],
+)
+async def test_a_nul_character_is_422_not_500(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    account = await create_account(client)
+    response = await client.request(method, path, json=body, headers=account.headers)
+    assert response.status_code == 422

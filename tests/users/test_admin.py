@@ -140,3 +140,31 @@ async def test_admin_update_refuses_unknown_fields(
         f"{USERS}/{account.id}", json={"hashed_password": "x"}, headers=admin.headers
     )
     assert response.status_code == 422
+
+
+@pytest.mark.parametrize("field", ["role", "is_active", "email"])
+async def test_admin_null_for_a_required_field_is_422(
+    client: httpx.AsyncClient, db: AsyncSession, field: str
+) -> None:
+    admin = await create_admin(client, db)
+    account = await create_account(client)
+    response = await client.patch(
+        f"{USERS}/{account.id}", json={field: None}, headers=admin.headers
+    )
+    assert response.status_code == 422
+
+
+async def test_reactivating_a_user_does_not_revive_old_tokens(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    admin = await create_admin(client, db)
+    account = await create_account(client)
+    path = f"{USERS}/{account.id}"
+    await client.patch(path, json={"is_active": False}, headers=admin.headers)
+    await client.patch(path, json={"is_active": True}, headers=admin.headers)
+    assert (await client.get("/api/v1/users/me", headers=account.headers)).status_code == 401
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refresh_token": account.refresh_token}
+    )
+    assert refreshed.status_code == 401
+    assert (await login(client, account.email, PASSWORD)).status_code == 200

@@ -105,3 +105,33 @@ async def test_delete_me_removes_the_account_and_its_items(
     )
     assert remaining == 0
     assert (await client.get(ME, headers=account.headers)).status_code == 401
+
+
+@pytest.mark.parametrize("field", ["email", "password", "current_password"])
+async def test_null_for_a_required_field_is_422(client: httpx.AsyncClient, field: str) -> None:
+    account = await create_account(client)
+    response = await client.patch(ME, json={field: None}, headers=account.headers)
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == f"body.{field}"
+
+
+async def test_null_full_name_clears_it(client: httpx.AsyncClient) -> None:
+    account = await create_account(client, full_name="Ada")
+    response = await client.patch(ME, json={"full_name": None}, headers=account.headers)
+    assert response.status_code == 200
+    assert response.json()["full_name"] is None
+
+
+async def test_guessing_the_current_password_is_throttled(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    statuses = [
+        (
+            await client.patch(
+                ME,
+                json={"email": "x@example.com", "current_password": f"guess-{n}"},
+                headers=account.headers,
+            )
+        ).status_code
+        for n in range(7)
+    ]
+    assert statuses == [403] * 5 + [429] * 2

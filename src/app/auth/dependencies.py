@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 
 from app.auth import service as auth_service
 from app.auth.service import AuthKit, Principal
+from app.core.db import after_commit, on_rollback
 from app.core.dependencies import RedisDep, ResourcesDep, SessionDep
 from app.core.errors import Forbidden
 from app.core.idempotency import Idempotency, attach, fingerprint
@@ -73,6 +74,7 @@ ClientAddress = Annotated[str, Depends(get_client_address)]
 async def get_idempotency(
     request: Request,
     user: CurrentUser,
+    session: SessionDep,
     redis: RedisDep,
     idempotency_key: Annotated[
         str | None,
@@ -94,6 +96,8 @@ async def get_idempotency(
         fingerprint=fingerprint(request.method, request.url.path, await request.body()),
     )
     await idempotency.begin()
+    after_commit(session, idempotency.store)
+    on_rollback(session, idempotency.release)
     attach(request, idempotency)
     return idempotency
 

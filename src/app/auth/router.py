@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response, status
+from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service as auth_service
@@ -18,15 +18,9 @@ from app.auth.schemas import (
 )
 from app.core.dependencies import SessionDep
 from app.core.errors import problem_responses
+from app.core.http import no_store
 from app.models import User
 from app.users.schemas import UserRead
-
-
-def no_store(response: Response) -> None:
-    # Credentials and account data must never be cached (RFC 6749 §5.1).
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-
 
 router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(no_store)])
 

@@ -41,7 +41,7 @@ _INVALID_CREDENTIALS = "Incorrect email or password"
 
 class RefreshTokenReused(Unauthorized):
     # Keep the family revocation although the request fails.
-    commit = True
+    keep_writes = True
     code = "refresh-token-reused"
 
 
@@ -94,7 +94,7 @@ async def login(
 ) -> TokenPair:
     email = email.strip().lower()
     throttle = LoginThrottle(kit.redis, kit.settings.auth)
-    await throttle.check(email, client_address)
+    await throttle.reserve(email, client_address)
     user = await user_repository.get_by_email(session, email)
     if user is None:
         await kit.passwords.verify_dummy(password)
@@ -102,7 +102,6 @@ async def login(
     else:
         verified = await kit.passwords.verify(user.hashed_password, password)
     if user is None or not verified:
-        await throttle.failed(email, client_address)
         raise Unauthorized(_INVALID_CREDENTIALS)
     if not user.is_active:
         raise Forbidden("This account is disabled")

@@ -1,9 +1,10 @@
-"""Failed-login throttling in Redis, shared by every API process.
+"""Password-guessing throttle in Redis, shared by every API process.
 
-Counted per (account, client address), so a guesser is stopped without letting anyone
-lock a victim out from elsewhere, and per client address, so one address cannot spray
-many accounts. The check runs before the password is verified: a throttled client costs
-no argon2 work.
+Attempts are counted per (account, client address), so a guesser is stopped without
+letting anyone lock a victim out from elsewhere, and per client address, so one address
+cannot spray many accounts. An attempt is counted *before* its password is verified, in
+one atomic step, so parallel requests cannot slip past the limit, and a refused attempt
+costs no argon2 work. A success clears the account's count.
 """
 
 from __future__ import annotations
@@ -22,30 +23,32 @@ class LoginThrottle:
 
     def _keys(self, email: str, address: str) -> tuple[str, str]:
         account = sha256_hex(email)[:32]
-        return f"auth:login-failures:{account}:{address}", f"auth:login-failures:{address}"
+        return f"auth:attempts:{account}:{address}", f"auth:attempts:{address}"
 
-    async def check(self, email: str, address: str) -> None:
+    async def reserve(self, email: str, address: str) -> None:
+        """Count one attempt; 429 (with Retry-After) once a limit is passed."""
         pair_key, address_key = self._keys(email, address)
-        pair, per_address = await self._redis.mget(pair_key, address_key)
-        for key, count, limit in (
-            (pair_key, pair, self._settings.login_max_failures),
-            (address_key, per_address, self._settings.login_max_failures_per_address),
-        ):
-            if count is not None and int(count) >= limit:
-                retry_after = await self._redis.ttl(key)
-                raise TooManyRequests(
-                    "Too many failed login attempts; try again later",
-                    retry_after=retry_after if retry_after > 0 else 1,
-                )
-
-    async def failed(self, email: str, address: str) -> None:
         window = self._settings.login_failure_window_seconds
         async with self._redis.pipeline(transaction=True) as pipe:
-            for key in self._keys(email, address):
+            for key in (pair_key, address_key):
                 pipe.set(key, 0, ex=window, nx=True)
                 pipe.incr(key)
-            await pipe.execute()
+                pipe.ttl(key)
+            _, pair, pair_ttl, _, per_address, address_ttl = await pipe.execute()
+        if pair > self._settings.login_max_failures:
+            retry_after = pair_ttl
+        elif per_address > self._settings.login_max_failures_per_address:
+            retry_after = address_ttl
+        else:
+            return
+        raise TooManyRequests(
+            "Too many failed attempts; try again later",
+            retry_after=retry_after if retry_after > 0 else window,
+        )
 
     async def succeeded(self, email: str, address: str) -> None:
-        pair_key, _ = self._keys(email, address)
-        await self._redis.delete(pair_key)
+        pair_key, address_key = self._keys(email, address)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.delete(pair_key)
+            pipe.decr(address_key)
+            await pipe.execute()

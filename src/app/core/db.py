@@ -54,20 +54,36 @@ class Timestamps:
     )
 
 
-AfterCommit = Callable[[], Awaitable[None]]
+Callback = Callable[[], Awaitable[None]]
 _AFTER_COMMIT_KEY = "after_commit"
+_ON_ROLLBACK_KEY = "on_rollback"
 
 
-def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+def after_commit(session: AsyncSession, callback: Callback) -> None:
     """Run `callback` once the session's transaction has committed; never on rollback."""
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
 
 
+def on_rollback(session: AsyncSession, callback: Callback) -> None:
+    """Run `callback` when the session's scope ends without committing."""
+    session.info.setdefault(_ON_ROLLBACK_KEY, []).append(callback)
+
+
 async def commit(session: AsyncSession) -> None:
     await session.commit()
-    callbacks: list[AfterCommit] = session.info.pop(_AFTER_COMMIT_KEY, [])
+    session.info.pop(_ON_ROLLBACK_KEY, None)
+    callbacks: list[Callback] = session.info.pop(_AFTER_COMMIT_KEY, [])
     for callback in callbacks:
         await callback()
+
+
+async def _rolled_back(session: AsyncSession) -> None:
+    session.info.pop(_AFTER_COMMIT_KEY, None)
+    for callback in session.info.pop(_ON_ROLLBACK_KEY, []):
+        try:
+            await callback()
+        except Exception:  # the original error matters more; this one is logged
+            logger.exception("rollback callback failed")
 
 
 @asynccontextmanager
@@ -76,14 +92,27 @@ async def session_scope(
     *,
     info: dict[str, object] | None = None,
 ) -> AsyncIterator[AsyncSession]:
-    """A session whose transaction commits once when the block ends without error."""
+    """A session whose transaction commits once when the block ends without error.
+
+    An error rolls the transaction back, except an `AppError` whose `keep_writes` is
+    set: its writes (and their after-commit callbacks) are committed before it
+    propagates.
+    """
     async with maker() as session:
         session.info.update(info or {})
         try:
             yield session
         except AppError as exc:
-            if not exc.commit:
+            if not exc.keep_writes:
+                await _rolled_back(session)
                 raise
             await commit(session)
             raise
-        await commit(session)
+        except BaseException:
+            await _rolled_back(session)
+            raise
+        try:
+            await commit(session)
+        except BaseException:
+            await _rolled_back(session)
+            raise

@@ -10,7 +10,6 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
-from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.jobs import job_info
 from app.core.resources import Resources
@@ -22,13 +21,6 @@ def get_resources(connection: HTTPConnection) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
-
-
-def get_settings(resources: ResourcesDep) -> Settings:
-    return resources.settings
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 
 
 def get_redis(resources: ResourcesDep) -> Redis:

@@ -36,8 +36,8 @@ class AppError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal-error"
     # True when the transaction's writes must be kept although the request fails
-    # (for example, revoking a token family after a refresh token was replayed).
-    commit: ClassVar[bool] = False
+    # (revoking a token family after a refresh token was replayed).
+    keep_writes: ClassVar[bool] = False
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -78,11 +78,6 @@ class PreconditionFailed(AppError):
     code = "precondition-failed"
 
 
-class ContentTooLarge(AppError):
-    status = 413
-    code = "content-too-large"
-
-
 class UnprocessableContent(AppError):
     status = 422
     code = "validation-error"
@@ -100,16 +95,9 @@ class TooManyRequests(AppError):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
-class ServiceUnavailable(AppError):
-    status = 503
-    code = "service-unavailable"
-
-    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after)})
-
-
 class NotModified(Exception):
-    """Answer 304 to a conditional GET whose validator still matches."""
+    """Answer 304 to a conditional GET whose validator still matches; `headers` are the
+    ones a 200 would carry (ETag, Cache-Control)."""
 
     def __init__(self, headers: Mapping[str, str]) -> None:
         super().__init__("not modified")
@@ -260,8 +248,31 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unhandled)
 
 
+# SQLSTATEs that mean the client sent something the database refuses, not a bug.
+_INVALID_TEXT = {"22021", "22P05"}  # e.g. a NUL character in a string
+_CONFLICTS = {"23505", "23503"}  # unique violation, foreign key violation
+
+
 async def _database_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DBAPIError)
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in _INVALID_TEXT:
+        return problem(
+            request,
+            status=422,
+            detail="The request contains text the service cannot store (such as a NUL character)",
+            code="validation-error",
+            errors=[],
+        )
+    if sqlstate in _CONFLICTS:
+        # A concurrent request got there first; services check the usual cases
+        # themselves, this covers the races.
+        return problem(
+            request,
+            status=409,
+            detail="The request conflicts with the current state; fetch it and retry",
+            code="conflict",
+        )
     # A dropped connection means the database is unavailable; anything else is a bug.
     if exc.connection_invalidated or isinstance(exc.orig, ConnectionError | OSError):
         return await _dependency_down(request, exc)

@@ -23,6 +23,10 @@ class Precondition:
     def __init__(self, if_match: str | None) -> None:
         self.if_match = if_match
 
+    @property
+    def sent(self) -> bool:
+        return self.if_match is not None
+
     def check(self, current_etag: str) -> None:
         if self.if_match is None:
             return
@@ -50,14 +54,24 @@ def get_precondition(
 IfMatch = Annotated[Precondition, Depends(get_precondition)]
 
 
-def not_modified_unless_changed(if_none_match: str | None, current_etag: str) -> None:
+def not_modified_unless_changed(
+    if_none_match: str | None, current_etag: str, *, cache_control: str
+) -> None:
     """Raise `NotModified` when `If-None-Match` still matches (weak comparison)."""
     if if_none_match is None:
         return
     wanted = {tag.removeprefix("W/") for tag in _tags(if_none_match)}
     if "*" in wanted or current_etag in wanted:
-        raise NotModified({"ETag": current_etag})
+        raise NotModified({"ETag": current_etag, "Cache-Control": cache_control})
 
 
-def set_etag(response: Response, etag: str) -> None:
+def set_validators(response: Response, etag: str, *, cache_control: str) -> None:
     response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = cache_control
+
+
+def no_store(response: Response) -> None:
+    """A dependency for routers whose answers (credentials, account data) must never be
+    cached (RFC 6749 §5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"

@@ -3,10 +3,13 @@
 How it fits together:
 - a dependency (wired with the caller's identity in `auth.dependencies`) calls
   `Idempotency.begin()` once the caller is authenticated: it replays a stored response,
-  refuses a key reused with another body (422) or still in flight (409), or takes the key;
-- `IdempotentRoute` sees the final response of the path operation (after the commit, as
-  `SessionDep` commits before the response exists) and stores it for 24 hours, or frees
-  the key when the request failed, so the client can retry.
+  refuses a key reused with another body (422) or still in flight (409), or takes the key.
+  It then ties the key to the request's transaction: `store` after the commit,
+  `release` on rollback;
+- `IdempotentRoute` hands the final response of the path operation to the taken key. The
+  session commits after that (when FastAPI closes the function-scoped dependencies), and
+  only then is the response stored, for 24 hours; a failed request frees the key so the
+  client can retry. A retry can never replay a response whose write was rolled back.
 Keys are scoped per caller, so one user can never replay another's response.
 """
 
@@ -61,6 +64,7 @@ class Idempotency:
         self._key = f"idempotency:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
         self._fingerprint = fingerprint
         self._owned = False
+        self.response: Response | None = None
 
     async def begin(self) -> None:
         """Take the key, or raise what the client must get instead."""
@@ -82,11 +86,13 @@ class Idempotency:
             raise Conflict("A request with this Idempotency-Key is still in progress; retry later")
         raise ReplayResponse(_restore(record))
 
-    async def complete(self, response: Response) -> None:
+    async def store(self) -> None:
+        """After the commit: keep a 2xx response for replays, else free the key."""
+        response = self.response
         body = getattr(response, "body", None)
         if not self._owned:
             return
-        if 200 <= response.status_code < 300 and isinstance(body, bytes):
+        if response is not None and 200 <= response.status_code < 300 and isinstance(body, bytes):
             record = {
                 "state": "done",
                 "fingerprint": self._fingerprint,
@@ -114,27 +120,21 @@ def _restore(record: dict[str, Any]) -> Response:
 
 
 def attach(request: Request, idempotency: Idempotency) -> None:
-    """Hand a taken key to `IdempotentRoute`, which stores the response under it."""
+    """Let `IdempotentRoute` hand this request's response to the taken key."""
     request.scope[SCOPE_KEY] = idempotency
 
 
 class IdempotentRoute(APIRoute):
-    """Stores or releases the `Idempotency` a dependency took for this request."""
+    """Hands the path operation's response to the `Idempotency` taken for the request."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
 
         async def handle(request: Request) -> Response:
-            try:
-                response = await handler(request)
-            except BaseException:
-                idempotency = request.scope.get(SCOPE_KEY)
-                if isinstance(idempotency, Idempotency):
-                    await idempotency.release()
-                raise
+            response = await handler(request)
             idempotency = request.scope.get(SCOPE_KEY)
             if isinstance(idempotency, Idempotency):
-                await idempotency.complete(response)
+                idempotency.response = response
             return response
 
         return handle

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from arq import ArqRedis
@@ -42,10 +42,13 @@ class Resources:
     async def open(cls, settings: Settings) -> AsyncIterator[Resources]:
         # Every client here connects lazily: the API starts (and reports "not ready")
         # even while PostgreSQL or Redis is down, and recovers when they return.
-        engine = build_engine(settings)
-        redis = build_redis(settings)
-        arq = build_arq(settings)
-        try:
+        async with AsyncExitStack() as stack:
+            engine = build_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            redis = build_redis(settings)
+            stack.push_async_callback(redis.aclose, close_connection_pool=True)
+            arq = build_arq(settings)
+            stack.push_async_callback(arq.aclose, close_connection_pool=True)
             yield cls(
                 settings=settings,
                 engine=engine,
@@ -56,10 +59,6 @@ class Resources:
                 tokens=TokenCodec(settings.auth),
                 storage=LocalStorage(settings.storage_dir),
             )
-        finally:
-            await arq.aclose(close_connection_pool=True)
-            await redis.aclose(close_connection_pool=True)
-            await engine.dispose()
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
@@ -70,6 +69,9 @@ def build_engine(settings: Settings) -> AsyncEngine:
     return create_async_engine(
         db.url,
         echo=db.echo,
+        # Bound values (emails, hashes) stay out of error messages and logs, unless
+        # SQL echo was asked for while debugging.
+        hide_parameters=not db.echo,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
         pool_timeout=db.pool_timeout,

@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator, Sequence
 from uuid import UUID
 
 from sqlalchemy import Row, Select, func, literal, select
+from sqlalchemy import delete as delete_statement
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.core.errors import PreconditionFailed
+from app.core.errors import AppError, Conflict, PreconditionFailed
 from app.core.pagination import Paged, PageParams, paginate
 from app.items.schemas import ItemFilters
 from app.models import Item, Tag, item_tags
@@ -28,18 +29,33 @@ async def add(session: AsyncSession, item: Item) -> None:
     await session.flush()
 
 
-async def delete(session: AsyncSession, item: Item) -> None:
-    await session.delete(item)
-    await save(session)
+async def delete(session: AsyncSession, item: Item) -> bool:
+    """Delete the item at the version it was read; False when a concurrent request
+    changed or deleted it first."""
+    statement = (
+        delete_statement(Item)
+        .where(Item.id == item.id, Item.version == item.version)
+        .returning(Item.id)
+    )
+    return (await session.execute(statement)).first() is not None
 
 
-async def save(session: AsyncSession) -> None:
-    """Flush; a row whose version moved under us (a concurrent writer) answers 412."""
+async def exists(session: AsyncSession, item_id: UUID) -> bool:
+    return await session.scalar(select(Item.id).where(Item.id == item_id)) is not None
+
+
+async def save(session: AsyncSession, *, precondition_sent: bool) -> None:
+    """Flush; when the row's version moved under us (a concurrent writer), answer 412 if
+    the client sent If-Match, else 409."""
     try:
         await session.flush()
     except StaleDataError as exc:
-        msg = "The item was changed by another request; fetch it and retry"
-        raise PreconditionFailed(msg) from exc
+        raise changed_concurrently(precondition_sent=precondition_sent) from exc
+
+
+def changed_concurrently(*, precondition_sent: bool) -> AppError:
+    msg = "The item was changed by another request; fetch it and retry"
+    return PreconditionFailed(msg) if precondition_sent else Conflict(msg)
 
 
 async def tags_named(session: AsyncSession, names: Sequence[str]) -> list[Tag]:

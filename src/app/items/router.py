@@ -8,7 +8,7 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from app.auth.dependencies import CurrentUser, IdempotencyDep
 from app.core.dependencies import SessionDep
 from app.core.errors import problem_responses
-from app.core.http import IfMatch, etag_of, not_modified_unless_changed, set_etag
+from app.core.http import IfMatch, etag_of, not_modified_unless_changed, set_validators
 from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
 from app.items import service as item_service
@@ -28,8 +28,7 @@ REVALIDATE = "private, no-cache"
 
 
 def _versioned(response: Response, item: Item) -> None:
-    set_etag(response, etag_of(item.version))
-    response.headers["Cache-Control"] = REVALIDATE
+    set_validators(response, etag_of(item.version), cache_control=REVALIDATE)
 
 
 @router.post(
@@ -98,7 +97,7 @@ async def read_item(
 ) -> Item:
     """One item, with its `ETag`; 304 when `If-None-Match` still matches."""
     item = await item_service.get(session, user, item_id)
-    not_modified_unless_changed(if_none_match, etag_of(item.version))
+    not_modified_unless_changed(if_none_match, etag_of(item.version), cache_control=REVALIDATE)
     _versioned(response, item)
     return item
 

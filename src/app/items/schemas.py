@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.schemas import PartialUpdate
 from app.models import ItemStatus
 
 MAX_TAGS = 20
@@ -69,24 +70,16 @@ class ItemReplace(ItemCreate):
     """A full replacement (PUT): omitted optional fields return to their defaults."""
 
 
-class ItemUpdate(BaseModel):
-    """A partial update (PATCH): only the fields sent change."""
+class ItemUpdate(PartialUpdate):
+    """A partial update (PATCH): only the fields sent change; a null description clears it."""
 
-    model_config = ConfigDict(extra="forbid")
+    nullable = frozenset({"description"})
 
     title: Title | None = None
     description: Description | None = None
     price: Price | None = None
     status: ItemStatus | None = None
     tags: Tags | None = None
-
-    @model_validator(mode="after")
-    def _required_fields_not_null(self) -> Self:
-        for field in ("title", "price", "status", "tags"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                msg = f"{field} cannot be null"
-                raise ValueError(msg)
-        return self
 
 
 class ItemRead(BaseModel):

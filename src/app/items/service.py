@@ -60,7 +60,7 @@ async def replace(
 ) -> Item:
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))
-    await _apply(session, item, data.model_dump())
+    await _apply(session, item, data.model_dump(), precondition=precondition)
     return item
 
 
@@ -74,7 +74,7 @@ async def update(
 ) -> Item:
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))
-    await _apply(session, item, data.model_dump(exclude_unset=True))
+    await _apply(session, item, data.model_dump(exclude_unset=True), precondition=precondition)
     return item
 
 
@@ -83,10 +83,16 @@ async def delete(
 ) -> None:
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))
-    await repository.delete(session, item)
+    if await repository.delete(session, item):
+        return
+    if await repository.exists(session, item_id):
+        raise repository.changed_concurrently(precondition_sent=precondition.sent)
+    raise NotFound("Item not found")
 
 
-async def _apply(session: AsyncSession, item: Item, changes: dict[str, Any]) -> None:
+async def _apply(
+    session: AsyncSession, item: Item, changes: dict[str, Any], *, precondition: Precondition
+) -> None:
     tag_names: list[str] | None = changes.pop("tags", None)
     changed = False
     # Tags first: their queries autoflush, and the item must not be dirty by then.
@@ -100,4 +106,4 @@ async def _apply(session: AsyncSession, item: Item, changes: dict[str, Any]) -> 
     if changed:
         # Also when only the tags changed: the row UPDATE is what bumps `version`.
         item.updated_at = utcnow()
-        await repository.save(session)
+        await repository.save(session, precondition_sent=precondition.sent)

@@ -5,10 +5,10 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, status
 
-from app.auth.dependencies import AdminUser, CurrentUser
-from app.auth.router import no_store
+from app.auth.dependencies import AdminUser, AuthKitDep, ClientAddress, CurrentUser
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
+from app.core.http import no_store
 from app.core.pagination import Page, Paged, PageParams
 from app.models import User
 from app.users import service as user_service
@@ -28,13 +28,20 @@ async def read_me(user: CurrentUser) -> User:
     return user
 
 
-@router.patch("/me", response_model=UserRead, responses=problem_responses(403, 409))
+@router.patch("/me", response_model=UserRead, responses=problem_responses(403, 409, 429))
 async def update_me(
-    body: UserUpdateMe, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+    body: UserUpdateMe,
+    user: CurrentUser,
+    session: SessionDep,
+    kit: AuthKitDep,
+    client_address: ClientAddress,
 ) -> User:
     """Change your name, email or password. Changing the email or the password needs
-    `current_password`; a new password signs you out everywhere."""
-    return await user_service.update_me(session, user, data=body, passwords=resources.passwords)
+    `current_password` (wrong guesses are throttled like logins); a new password signs
+    you out everywhere."""
+    return await user_service.update_me(
+        session, user, data=body, kit=kit, client_address=client_address
+    )
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
@@ -48,13 +55,13 @@ async def list_users(
     admin: AdminUser, session: SessionDep, page: Annotated[PageParams, Query()]
 ) -> Paged[User]:
     """All accounts, newest first (admins only)."""
-    return await user_service.list_page(session, admin, page=page)
+    return await user_service.list_page(session, page=page)
 
 
 @router.get("/{user_id}", response_model=UserRead, responses=problem_responses(403, 404))
 async def read_user(user_id: UUID, admin: AdminUser, session: SessionDep) -> User:
     """One account (admins only)."""
-    return await user_service.get(session, admin, user_id)
+    return await user_service.get(session, user_id)
 
 
 @router.patch("/{user_id}", response_model=UserRead, responses=problem_responses(403, 404, 409))
@@ -67,9 +74,7 @@ async def update_user(
 ) -> User:
     """Change any account, its role and whether it is active (admins only). The last
     active admin cannot be demoted or deactivated."""
-    return await user_service.update(
-        session, admin, user_id, data=body, passwords=resources.passwords
-    )
+    return await user_service.update(session, user_id, data=body, passwords=resources.passwords)
 
 
 @router.delete(
@@ -77,4 +82,4 @@ async def update_user(
 )
 async def delete_user(user_id: UUID, admin: AdminUser, session: SessionDep) -> None:
     """Delete an account and everything it owns (admins only)."""
-    await user_service.delete(session, admin, user_id)
+    await user_service.delete(session, user_id)

@@ -6,6 +6,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
+from app.core.schemas import PartialUpdate
 from app.models import Role
 
 
@@ -43,10 +44,10 @@ class UserRead(BaseModel):
     updated_at: datetime
 
 
-class UserUpdateMe(BaseModel):
+class UserUpdateMe(PartialUpdate):
     """Changing the email or the password needs the current password."""
 
-    model_config = ConfigDict(extra="forbid")
+    nullable = frozenset({"full_name"})
 
     email: Email | None = None
     full_name: FullName | None = None
@@ -61,8 +62,8 @@ class UserUpdateMe(BaseModel):
         return self
 
 
-class UserAdminUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UserAdminUpdate(PartialUpdate):
+    nullable = frozenset({"full_name"})
 
     email: Email | None = None
     full_name: FullName | None = None

@@ -7,6 +7,8 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository as auth_repository
+from app.auth.service import AuthKit
+from app.auth.throttle import LoginThrottle
 from app.core.errors import Conflict, Forbidden, NotFound
 from app.core.pagination import Paged, PageParams
 from app.core.security import PasswordHasher
@@ -15,25 +17,33 @@ from app.users import repository
 from app.users.schemas import UserAdminUpdate, UserUpdateMe
 
 
-async def get(session: AsyncSession, actor: User, user_id: UUID) -> User:
+async def get(session: AsyncSession, user_id: UUID) -> User:
     user = await repository.get(session, user_id)
     if user is None:
         raise NotFound("User not found")
     return user
 
 
-async def list_page(session: AsyncSession, actor: User, *, page: PageParams) -> Paged[User]:
+async def list_page(session: AsyncSession, *, page: PageParams) -> Paged[User]:
     return await repository.page(session, page)
 
 
 async def update_me(
-    session: AsyncSession, user: User, *, data: UserUpdateMe, passwords: PasswordHasher
+    session: AsyncSession,
+    user: User,
+    *,
+    data: UserUpdateMe,
+    kit: AuthKit,
+    client_address: str,
 ) -> User:
-    if data.current_password is not None and not await passwords.verify(
-        user.hashed_password, data.current_password
-    ):
-        raise Forbidden("The current password is incorrect")
-    await _apply(session, user, data.model_dump(exclude_unset=True), passwords=passwords)
+    if data.current_password is not None:
+        # Guessing the password with a stolen access token is throttled like a login.
+        throttle = LoginThrottle(kit.redis, kit.settings.auth)
+        await throttle.reserve(user.email, client_address)
+        if not await kit.passwords.verify(user.hashed_password, data.current_password):
+            raise Forbidden("The current password is incorrect")
+        await throttle.succeeded(user.email, client_address)
+    await _apply(session, user, data.model_dump(exclude_unset=True), passwords=kit.passwords)
     return user
 
 
@@ -44,15 +54,14 @@ async def delete_me(session: AsyncSession, user: User) -> None:
 
 async def update(
     session: AsyncSession,
-    actor: User,
     user_id: UUID,
     *,
     data: UserAdminUpdate,
     passwords: PasswordHasher,
 ) -> User:
-    user = await get(session, actor, user_id)
+    user = await get(session, user_id)
     changes = data.model_dump(exclude_unset=True)
-    if changes.get("role", user.role) != Role.admin or changes.get("is_active") is False:
+    if changes.get("role", Role.admin) != Role.admin or changes.get("is_active") is False:
         await _keep_an_admin(session, user)
     await _apply(session, user, changes, passwords=passwords)
     if changes.get("is_active") is False:
@@ -60,8 +69,8 @@ async def update(
     return user
 
 
-async def delete(session: AsyncSession, actor: User, user_id: UUID) -> None:
-    user = await get(session, actor, user_id)
+async def delete(session: AsyncSession, user_id: UUID) -> None:
+    user = await get(session, user_id)
     await _keep_an_admin(session, user)
     await repository.delete(session, user)
 
