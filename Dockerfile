@@ -47,11 +47,14 @@ FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 
 RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-log-init \
-        --create-home --home-dir /home/app --shell /usr/sbin/nologin app
+        --create-home --home-dir /home/app --shell /usr/sbin/nologin app \
+    && mkdir -p /var/lib/app/storage \
+    && chown -R app:app /var/lib/app
 
 # ENVIRONMENT defaults to production, so a container started without configuration refuses
 # the placeholder JWT_SECRET instead of running with it (compose.yaml sets development).
-# `app serve` reads HOST and PORT; `app migrate` finds alembic.ini through ALEMBIC_CONFIG.
+# `app serve` reads HOST and PORT; `app migrate` finds alembic.ini through ALEMBIC_CONFIG;
+# files the service writes (exports) go to STORAGE_DIR, the one writable directory.
 ENV PATH="/app/.venv/bin:${PATH}" \
     VIRTUAL_ENV=/app/.venv \
     PYTHONUNBUFFERED=1 \
@@ -59,7 +62,8 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     ENVIRONMENT=production \
     HOST=0.0.0.0 \
     PORT=8000 \
-    ALEMBIC_CONFIG=/app/alembic.ini
+    ALEMBIC_CONFIG=/app/alembic.ini \
+    STORAGE_DIR=/var/lib/app/storage
 
 WORKDIR /app
 

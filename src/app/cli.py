@@ -65,16 +65,33 @@ def serve(args: argparse.Namespace) -> None:
     )
 
 
-def worker(_: argparse.Namespace) -> None:
+def worker(args: argparse.Namespace) -> None:
     import uvloop
 
     from app.core.logging import configure_logging
     from app.worker import create_worker
 
     settings = _settings()
+    if args.check:
+        _check_worker(settings)
+        return
     configure_logging(settings.log_level, settings.resolved_log_format)
     asyncio.set_event_loop(uvloop.new_event_loop())
     create_worker(settings).run()
+
+
+def _check_worker(settings: Settings) -> None:
+    """Exit 0 when a worker refreshed its health key recently (a container health check)."""
+    from app.worker import health_record
+
+    try:
+        asyncio.run(check_redis(settings.redis.url))
+    except ServiceUnreachable as exc:
+        _fail(str(exc))
+    record = asyncio.run(health_record(settings))
+    if record is None:
+        _fail("no worker has recorded its health in the last 31 seconds")
+    _say(f"worker healthy: {record}")
 
 
 def _alembic_config_path() -> Path:

@@ -17,7 +17,7 @@ from arq.worker import Function, Worker
 from app.auth.tasks import CRON_JOBS as AUTH_CRON_JOBS
 from app.auth.tasks import FUNCTIONS as AUTH_FUNCTIONS
 from app.core.config import Settings
-from app.core.resources import Resources, arq_redis_settings
+from app.core.resources import Resources, arq_redis_settings, build_redis
 from app.items.tasks import FUNCTIONS as ITEM_FUNCTIONS
 from app.jobs.tasks import CRON_JOBS as JOB_CRON_JOBS
 
@@ -57,6 +57,17 @@ class WorkerSettings:
     max_tries = 5
     health_check_interval = 30
     health_check_key = HEALTH_CHECK_KEY
+
+
+async def health_record(settings: Settings) -> str | None:
+    """What a running worker last recorded under its health-check key (its counters),
+    or None when no worker has done so in the last `health_check_interval` + 1 s."""
+    redis = build_redis(settings)
+    try:
+        record: str | None = await redis.get(HEALTH_CHECK_KEY)
+    finally:
+        await redis.aclose(close_connection_pool=True)
+    return record
 
 
 def create_worker(settings: Settings, **overrides: Any) -> Worker:
