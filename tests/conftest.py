@@ -185,8 +185,18 @@ async def _empty_every_table(resources: Resources) -> None:
 
 
 @pytest_asyncio.fixture
+async def committed(resources: Resources, redis: Redis) -> AsyncIterator[Resources]:
+    """The real resources, for tests whose writes must really commit (so that other
+    connections or processes see them). Every table is emptied after the test."""
+    try:
+        yield resources
+    finally:
+        await _empty_every_table(resources)
+
+
+@pytest_asyncio.fixture
 async def committed_client(
-    served: ServedApp, resources: Resources, redis: Redis
+    served: ServedApp, committed: Resources
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its own pool and real commits, for tests that send concurrent
     requests (one shared test connection cannot run them). Every table is emptied after
@@ -196,10 +206,7 @@ async def committed_client(
         base_url="http://testserver",
         event_hooks={"response": [_refuse_server_errors]},
     ) as http:
-        try:
-            yield http
-        finally:
-            await _empty_every_table(resources)
+        yield http
 
 
 class RunJobs(Protocol):

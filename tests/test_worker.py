@@ -6,16 +6,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.config import Settings
 from app.core.db import session_scope
-from app.core.jobs import enqueue_after_commit, job_info
+from app.core.jobs import LEASE_SECONDS, enqueue_after_commit, job, job_info
 from app.core.resources import Resources
-from app.worker import HEALTH_CHECK_KEY, create_worker
+from app.items.tasks import EXPORT_TIMEOUT
+from app.worker import FUNCTIONS, HEALTH_CHECK_KEY, create_worker
 from tests.waiting import wait_until
 
 
@@ -87,3 +90,38 @@ async def test_worker_check_tells_whether_a_worker_is_alive(
     assert "worker healthy: " in alive.stderr
     assert gone.returncode == 1
     assert gone.stderr.strip() == "error: no worker has recorded its health in the last 31 seconds"
+
+
+async def test_a_running_job_holds_a_short_lease_not_arqs_longest_timeout(
+    settings: Settings, resources: Resources, redis: Redis
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: dict[str, Any]) -> None:
+        started.set()
+        await release.wait()
+
+    worker = create_worker(
+        settings,
+        functions=[*FUNCTIONS, job(slow, name="tests.slow", timeout=5, max_tries=1)],
+        cron_jobs=[],
+        burst=True,
+        handle_signals=False,
+        poll_delay=0.01,
+    )
+    # ARQ's own in-progress timeout: the longest of every function's, plus 10 s.
+    assert worker.in_progress_timeout_s == EXPORT_TIMEOUT + 10
+    await resources.arq.enqueue_job("tests.slow", _job_id="slow-1")
+    running = asyncio.create_task(worker.main())
+    try:
+        async with asyncio.timeout(10):
+            await started.wait()
+        ttl_ms = await redis.pttl(in_progress_key_prefix + "slow-1")
+        assert 0 < ttl_ms <= LEASE_SECONDS * 1000
+        release.set()
+        await running
+    finally:
+        release.set()
+        await worker.close()
+    assert worker.jobs_complete == 1
+    assert not await redis.exists(in_progress_key_prefix + "slow-1")

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from arq import create_pool
@@ -13,6 +16,8 @@ from app.auth.tasks import purge_expired_tokens
 from app.core.config import Settings
 from app.core.db import utcnow
 from app.core.resources import Resources, arq_redis_settings
+from app.core.storage import LocalStorage
+from app.jobs import tasks as jobs_tasks
 from app.models import PasswordResetToken, RefreshToken
 from app.worker import create_worker
 from tests.factories import create_account
@@ -69,3 +74,32 @@ async def test_a_cron_tick_is_queued_once_by_several_workers(
     names = sorted(job.function for job in queued)
     assert names == sorted(job.name for job in workers[0].cron_jobs)
     assert len(names) == 3
+
+
+async def test_purge_removes_files_left_by_killed_writers(
+    resources: Resources,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    stale, fresh, final = (
+        exports / ".a.csv.0190.part",
+        exports / ".b.csv.0191.part",
+        exports / "c.csv",
+    )
+    for path in (stale, fresh, final):
+        path.write_text("x")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(stale, (hours_ago, hours_ago))
+    os.utime(final, (hours_ago, hours_ago))
+
+    ctx = {
+        "resources": replace(resources, sessionmaker=sessionmaker, storage=storage),
+        "job_id": "t",
+        "job_try": 1,
+    }
+    result = await jobs_tasks.purge(ctx)
+    assert result["partials"] == 1
+    assert (stale.exists(), fresh.exists(), final.exists()) == (False, True, True)

@@ -8,20 +8,28 @@ has an ARQ job id, so a second send of the same row is ignored by ARQ.
 
 Jobs take ids and plain JSON values, never ORM objects, open their own session scope,
 and must be idempotent: ARQ runs a job again after a worker crash.
+
+A crashed worker's jobs come back quickly. ARQ marks a running job with an in-progress
+key whose lifetime is the longest timeout of *any* function plus 10 s (610 s here, for
+the export), so a worker killed during a 30 s email would hold that email back for ten
+minutes. Each run instead holds the key as a short lease that it renews while it runs:
+after a crash the key lapses within `LEASE_SECONDS` and another worker picks the job up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from arq import ArqRedis, Retry
+from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob, cron
 from arq.worker import Function, func
 from redis.exceptions import RedisError
@@ -43,6 +51,9 @@ _PENDING_KEY = "pending_jobs"
 # The relay leaves younger rows to the request that wrote them.
 RELAY_GRACE = timedelta(seconds=30)
 RELAY_BATCH = 500
+# A running job's in-progress key lives this long unless renewed, every LEASE_RENEW_SECONDS.
+LEASE_SECONDS = 10
+LEASE_RENEW_SECONDS = 3
 
 JobFunction = Callable[..., Awaitable[Any]]
 
@@ -118,8 +129,36 @@ async def relay_outbox(session: AsyncSession, arq: ArqRedis) -> int:
     return len(sent)
 
 
+async def _hold_lease(redis: ArqRedis, job_id: str) -> None:
+    """Keep the job's in-progress key alive in short leases while the job runs."""
+    key = in_progress_key_prefix + job_id
+    while True:
+        try:
+            # PEXPIRE never re-creates the key once ARQ has finished and deleted it.
+            await redis.pexpire(key, LEASE_SECONDS * 1000)
+        except (RedisError, OSError) as exc:
+            logger.warning("could not renew the lease of job %s: %s", job_id, exc)
+        await asyncio.sleep(LEASE_RENEW_SECONDS)
+
+
+@contextlib.asynccontextmanager
+async def _leased(ctx: dict[str, Any], job_id: str) -> AsyncIterator[None]:
+    redis = ctx.get("redis")
+    if not isinstance(redis, ArqRedis):  # called directly, not by a worker
+        yield
+        return
+    lease = asyncio.create_task(_hold_lease(redis, job_id))
+    try:
+        yield
+    finally:
+        lease.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await lease
+
+
 def _logged(name: str, function: JobFunction) -> JobFunction:
-    """Log start, end, duration and outcome of every run, with the job id on each line."""
+    """Log start, end, duration and outcome of every run, with the job id on each line;
+    hold the run's in-progress lease."""
 
     @functools.wraps(function)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
@@ -129,7 +168,8 @@ def _logged(name: str, function: JobFunction) -> JobFunction:
         logger.info("job start %s id=%s try=%s", name, job_id, attempt)
         outcome = "failed"
         try:
-            result = await function(ctx, *args, **kwargs)
+            async with _leased(ctx, job_id):
+                result = await function(ctx, *args, **kwargs)
             outcome = "complete"
             return result
         except Retry:

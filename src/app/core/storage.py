@@ -2,7 +2,9 @@
 
 Writes stream in chunks to a temporary name and are renamed into place only when
 complete, so a reader never sees half a file and a crashed writer leaves no file under
-the final key. Keys are relative paths made by the service, never by clients.
+the final key. A writer killed outright (SIGKILL) cannot remove its temporary file;
+`remove_stale_partials`, run by a cron job, does. Keys are relative paths made by the
+service, never by clients.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -52,3 +56,17 @@ class LocalStorage:
 
     async def exists(self, key: str) -> bool:
         return await anyio.Path(self.path(key)).is_file()
+
+    async def remove_stale_partials(self, *, older_than: timedelta) -> int:
+        """Delete temporary files no writer has touched for `older_than`; how many."""
+        cutoff = time.time() - older_than.total_seconds()
+        return await anyio.to_thread.run_sync(self._remove_partials_before, cutoff)
+
+    def _remove_partials_before(self, cutoff: float) -> int:
+        removed = 0
+        for path in self.root.rglob(".*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+        return removed

@@ -15,6 +15,9 @@ from app.jobs import service as job_service
 
 logger = logging.getLogger(__name__)
 
+# Longer than any job that writes a file may run (the export's timeout is 600 s).
+STALE_PARTIAL_AFTER = timedelta(hours=1)
+
 
 async def relay(ctx: dict[str, Any]) -> int:
     """Send jobs whose request committed but could not reach Redis."""
@@ -33,8 +36,14 @@ async def purge(ctx: dict[str, Any]) -> dict[str, int]:
         deleted, stalled = await job_service.purge(
             session, storage=resources.storage, retention=retention
         )
-    logger.info("deleted %d finished jobs, failed %d stalled ones", deleted, stalled)
-    return {"deleted": deleted, "stalled": stalled}
+    partials = await resources.storage.remove_stale_partials(older_than=STALE_PARTIAL_AFTER)
+    logger.info(
+        "deleted %d finished jobs and %d files left by killed writers; failed %d stalled jobs",
+        deleted,
+        partials,
+        stalled,
+    )
+    return {"deleted": deleted, "stalled": stalled, "partials": partials}
 
 
 CRON_JOBS: list[CronJob] = [

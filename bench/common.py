@@ -1,0 +1,172 @@
+"""What the benchmark and trial scripts share.
+
+They run against their own database (`app_bench`, BENCH_DATABASE_NAME) on the server of
+DATABASE_URL and their own Redis index (14, BENCH_REDIS_DB) on the server of REDIS_URL,
+never the development or test ones, and start the service's processes the way an
+operator does (`python -m app serve|worker`), with an explicit environment and a scratch
+working directory, so no developer `.env` leaks in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import httpx
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import make_url
+
+from app.core.config import (
+    PROJECT_ROOT,
+    AuthSettings,
+    DatabaseSettings,
+    MailSettings,
+    RedisSettings,
+    Settings,
+    WorkerProcessSettings,
+)
+from app.core.database_admin import recreate_database
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+JWT_SECRET = "bench-secret-that-is-long-enough-for-hs256-0123456789"  # noqa: S105
+
+
+def bench_env(
+    *, database: str | None = None, redis_db: str | None = None, **extra: str
+) -> dict[str, str]:
+    """The environment of the service under measurement: the caller's environment (so
+    `WORKER_MAX_JOBS=20 uv run python -m bench.jobs` measures that setting) with the
+    database, Redis index, secret and storage of the benchmarks; `extra` overrides."""
+    database = database or os.environ.get("BENCH_DATABASE_NAME", "app_bench")
+    redis_db = redis_db or os.environ.get("BENCH_REDIS_DB", "14")
+    server = make_url(os.environ.get("DATABASE_URL", DEFAULT_DATABASE_URL))
+    redis = make_url(os.environ.get("REDIS_URL", DEFAULT_REDIS_URL))
+    storage = Path(tempfile.gettempdir()) / f"{database}-storage"
+    return {
+        **os.environ,
+        # So that `python -m bench.<script>` children import from the project.
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "ENVIRONMENT": "test",
+        "DATABASE_URL": server.set(database=database).render_as_string(hide_password=False),
+        "REDIS_URL": redis.set(database=redis_db).render_as_string(hide_password=False),
+        "JWT_SECRET": JWT_SECRET,
+        "STORAGE_DIR": str(storage),
+        "LOG_LEVEL": "WARNING",
+        "MAIL_BACKEND": "console",
+        **extra,
+    }
+
+
+@contextlib.contextmanager
+def _environ(env: Mapping[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def settings_from(env: Mapping[str, str]) -> Settings:
+    """The `Settings` a process started with `env` (and no `.env` file) would read."""
+    with _environ(env):
+        return Settings(
+            _env_file=None,
+            database=DatabaseSettings(_env_file=None),
+            redis=RedisSettings(_env_file=None),
+            auth=AuthSettings(_env_file=None),
+            mail=MailSettings(_env_file=None),
+            worker=WorkerProcessSettings(_env_file=None),
+        )
+
+
+async def fresh_database(settings: Settings) -> None:
+    """Drop, create and migrate the bench database."""
+    await recreate_database(settings.database.url)
+    config = Config(str(PROJECT_ROOT / "alembic.ini"))
+    config.attributes["database_url"] = settings.database.url
+    config.attributes["configure_logger"] = False
+    await asyncio.to_thread(command.upgrade, config, "head")
+
+
+def spawn(
+    args: Sequence[str], env: Mapping[str, str], *, quiet: bool = True
+) -> subprocess.Popen[bytes]:
+    """Start `python -m app <args>` (or any module, `-m x`) in a scratch directory."""
+    command_line = (
+        [sys.executable, *args] if args[0] == "-m" else [sys.executable, "-m", "app", *args]
+    )
+    output = subprocess.DEVNULL if quiet else None
+    return subprocess.Popen(  # noqa: S603 - our own interpreter
+        command_line,
+        env=dict(env),
+        cwd=tempfile.gettempdir(),
+        stdout=output,
+        stderr=output,
+    )
+
+
+def stop(process: subprocess.Popen[bytes], *, grace: float = 30) -> int:
+    """SIGTERM, then wait up to `grace` seconds (SIGKILL after that); the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def wait_for_http(url: str, *, within: float = 30) -> None:
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            msg = f"{url} did not answer within {within} s"
+            raise TimeoutError(msg)
+        time.sleep(0.1)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    msg = f"no VmRSS for pid {pid}"
+    raise RuntimeError(msg)
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Nearest-rank percentile (`fraction` in 0..1) of a non-empty sample."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
