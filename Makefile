@@ -10,10 +10,10 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run serve worker migrate superuser seed test test-fast lint fmt clean
+.PHONY: help install run serve worker migrate superuser seed test lint fmt bench-jobs crash-trials clean
 
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
 
 $(UV):
 	@echo "uv not found: installing it into $(HOME)/.local/bin"
@@ -61,6 +61,12 @@ lint: install ## ruff (lint + format check) and mypy --strict
 fmt: install ## format and autofix
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
+
+bench-jobs: install ## no-op job throughput and enqueue-to-start latency (database app_bench)
+	$(RUN) python -m bench.jobs
+
+crash-trials: install ## SIGKILL a worker mid-export 20 times; each job must still complete once
+	$(RUN) python -m bench.worker_crash --trials 20
 
 clean: ## remove the virtualenv and caches
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

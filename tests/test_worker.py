@@ -13,7 +13,7 @@ from arq.constants import in_progress_key_prefix
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.core.config import Settings
+from app.core.config import Settings, WorkerProcessSettings
 from app.core.db import session_scope
 from app.core.jobs import LEASE_SECONDS, enqueue_after_commit, job, job_info
 from app.core.resources import Resources
@@ -125,3 +125,14 @@ async def test_a_running_job_holds_a_short_lease_not_arqs_longest_timeout(
         await worker.close()
     assert worker.jobs_complete == 1
     assert not await redis.exists(in_progress_key_prefix + "slow-1")
+
+
+def test_the_worker_takes_its_knobs_from_settings(settings: Settings) -> None:
+    worker_settings = WorkerProcessSettings(
+        _env_file=None, max_jobs=3, poll_delay_seconds=0.2, shutdown_grace_seconds=7
+    )
+    worker = create_worker(
+        settings.model_copy(update={"worker": worker_settings}), handle_signals=False
+    )
+    assert (worker.max_jobs, worker.poll_delay_s, worker._job_completion_wait) == (3, 0.2, 7)
+    assert worker.health_check_key == HEALTH_CHECK_KEY

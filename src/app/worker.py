@@ -80,6 +80,7 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "redis_settings": arq_redis_settings(settings),
         "ctx": {"settings": settings},
         "max_jobs": settings.worker.max_jobs,
+        "poll_delay": settings.worker.poll_delay_seconds,
         # On SIGTERM: stop taking jobs, let running ones finish for this long.
         "job_completion_wait": settings.worker.shutdown_grace_seconds,
     }

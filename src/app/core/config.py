@@ -117,6 +117,9 @@ class WorkerProcessSettings(_Group):
 
     # Jobs one worker process runs at once.
     max_jobs: PositiveInt = 10
+    # Seconds an idle worker waits before it looks at the queue again: the floor of the
+    # enqueue-to-start latency (one small Redis query per poll).
+    poll_delay_seconds: Annotated[float, Field(gt=0, le=5)] = 0.05
     # On SIGTERM, how long running jobs may take to finish before they are cancelled
     # (and retried by another worker).
     shutdown_grace_seconds: PositiveInt = 30
