@@ -30,8 +30,6 @@ from arq.jobs import Job as ArqJob
 from sqlalchemy import select
 
 from app.bootstrap import seed_demo_data
-from app.core.db import session_scope
-from app.core.jobs import job_info
 from app.core.resources import Resources
 from app.items import service as item_service
 from app.items.tasks import EXPORT_TIMEOUT
@@ -57,7 +55,7 @@ class Trial:
 
 
 async def _status(resources: Resources, job_id: UUID) -> JobStatus | None:
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         job = await session.get(Job, job_id)
         return job.status if job else None
 
@@ -78,7 +76,7 @@ async def _tries(resources: Resources, arq_job_id: str) -> int:
 
 
 async def queue_export(resources: Resources, owner_id: UUID) -> UUID:
-    async with session_scope(resources.sessionmaker, info=job_info(resources.arq)) as session:
+    async with resources.session() as session:
         owner = await session.get(User, owner_id)
         assert owner is not None
         job = await item_service.request_export(session, owner)
@@ -151,7 +149,7 @@ async def run_trial(
 
 async def seed_owner(resources: Resources, items: int) -> UUID:
     await seed_demo_data(resources.settings, users=1, items_per_user=items)
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         owner_id = await session.scalar(select(User.id).where(User.email == "demo-0@example.com"))
     assert owner_id is not None
     return owner_id

@@ -11,7 +11,6 @@ from sqlalchemy import insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from app.core.config import Settings
-from app.core.db import session_scope
 from app.core.ids import uuid7
 from app.core.resources import Resources
 from app.items import repository as item_repository
@@ -54,7 +53,7 @@ async def ensure_superuser(
     so: whoever registered that address first must not become admin by a redeploy."""
     async with (
         Resources.open(settings) as resources,
-        session_scope(resources.sessionmaker) as session,
+        resources.session() as session,
     ):
         user = await user_repository.get_by_email(session, email)
         if user is not None:
@@ -83,11 +82,11 @@ async def seed_demo_data(
     created = 0
     async with Resources.open(settings) as resources:
         hashed = await resources.passwords.hash(DEMO_PASSWORD)
-        async with session_scope(resources.sessionmaker) as session:
+        async with resources.session() as session:
             tags = await item_repository.tags_named(session, DEMO_TAGS)
         for start in range(0, users, SEED_BATCH_USERS):
             batch = range(start, min(start + SEED_BATCH_USERS, users))
-            async with session_scope(resources.sessionmaker) as session:
+            async with resources.session() as session:
                 rows = [
                     {"id": uuid7(), "email": f"demo-{n}@example.com", "hashed_password": hashed}
                     for n in batch

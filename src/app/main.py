@@ -14,6 +14,7 @@ from fastapi.routing import APIRoute
 from app.auth.router import router as auth_router
 from app.core.config import Settings
 from app.core.errors import add_problem_schemas, install_error_handlers, problem_responses
+from app.core.http import API_PREFIX
 from app.core.idempotency import ReplayResponse, replay_handler
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
@@ -22,8 +23,6 @@ from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.jobs.router import router as jobs_router
 from app.users.router import router as users_router
-
-API_PREFIX = "/api/v1"
 
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, tokens and password recovery."},

@@ -13,7 +13,6 @@ from app.core.config import (
     MailSettings,
     RedisSettings,
     Settings,
-    WorkerProcessSettings,
 )
 
 STRONG_SECRET = SecretStr("k" * 48)
@@ -112,12 +111,11 @@ def _documented_variables() -> set[str]:
 
 def _setting_variables() -> set[str]:
     groups: dict[str, type[BaseSettings]] = {
-        "database": DatabaseSettings,
-        "redis": RedisSettings,
-        "auth": AuthSettings,
-        "mail": MailSettings,
-        "worker": WorkerProcessSettings,
+        name: field.annotation
+        for name, field in Settings.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseSettings)
     }
+    assert {"database", "redis", "auth", "mail", "worker", "realtime"} <= set(groups)
     names = {name.upper() for name in Settings.model_fields if name not in groups}
     for group in groups.values():
         prefix = group.model_config.get("env_prefix", "")

@@ -11,8 +11,7 @@ from arq.worker import Function
 
 from app.auth import service as auth_service
 from app.auth.service import AuthKit
-from app.core.db import session_scope
-from app.core.jobs import cron_job, job, job_info
+from app.core.jobs import cron_job, job
 from app.core.mail import EmailMessage, deliver
 from app.core.resources import Resources
 
@@ -38,7 +37,7 @@ async def _send(ctx: dict[str, Any], message: EmailMessage | None) -> bool:
 
 async def send_password_reset(ctx: dict[str, Any], email: str) -> bool:
     resources: Resources = ctx["resources"]
-    async with session_scope(resources.sessionmaker, info=job_info(resources.arq)) as session:
+    async with resources.session() as session:
         message = await auth_service.password_reset_message(
             session, email=email, job_id=ctx["job_id"], kit=AuthKit.from_resources(resources)
         )
@@ -47,7 +46,7 @@ async def send_password_reset(ctx: dict[str, Any], email: str) -> bool:
 
 async def send_welcome_email(ctx: dict[str, Any], user_id: str) -> bool:
     resources: Resources = ctx["resources"]
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         message = await auth_service.welcome_message(
             session,
             user_id=UUID(user_id),
@@ -59,7 +58,7 @@ async def send_welcome_email(ctx: dict[str, Any], user_id: str) -> bool:
 
 async def purge_expired_tokens(ctx: dict[str, Any]) -> dict[str, int]:
     resources: Resources = ctx["resources"]
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         refresh, reset = await auth_service.purge_expired_tokens(session)
     logger.info("purged %d refresh tokens and %d reset tokens", refresh, reset)
     return {"refresh_tokens": refresh, "reset_tokens": reset}

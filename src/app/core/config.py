@@ -125,6 +125,27 @@ class WorkerProcessSettings(_Group):
     shutdown_grace_seconds: PositiveInt = 30
 
 
+class RealtimeSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="REALTIME_")
+
+    # WebSocket and SSE connections one user may hold at once, across every process.
+    max_connections_per_user: PositiveInt = 5
+    # Events kept per user for resuming with Last-Event-ID, and for how long after the
+    # last one; the bus every process tails keeps the newest bus_size.
+    history_size: PositiveInt = 1000
+    history_ttl_hours: PositiveInt = 168
+    bus_size: Annotated[int, Field(ge=100)] = 10_000
+    # Events waiting for one slow client before it is disconnected, and how long one
+    # send may take.
+    client_buffer: PositiveInt = 256
+    send_timeout_seconds: Annotated[float, Field(gt=0)] = 10.0
+    # Largest message a WebSocket client may send (they only send pings).
+    max_message_bytes: Annotated[int, Field(ge=64)] = 4096
+    # On shutdown, how long clients get to receive their "going away" before the server
+    # moves on.
+    drain_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+
+
 class Settings(_Group):
     environment: Environment = Environment.development
     project_name: str = "App API"
@@ -149,6 +170,7 @@ class Settings(_Group):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     mail: MailSettings = Field(default_factory=MailSettings)
     worker: WorkerProcessSettings = Field(default_factory=WorkerProcessSettings)
+    realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
 
     @field_validator("first_superuser_email", "first_superuser_password", mode="before")
     @classmethod

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.core.db import session_scope
-from app.core.jobs import job_info
 from app.core.resources import Resources
 
 
@@ -35,11 +34,13 @@ def get_sessionmaker(resources: ResourcesDep) -> async_sessionmaker[AsyncSession
     return resources.sessionmaker
 
 
+SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
+
+
 async def get_session(
-    resources: ResourcesDep,
-    maker: Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)],
+    resources: ResourcesDep, maker: SessionmakerDep
 ) -> AsyncIterator[AsyncSession]:
-    async with session_scope(maker, info=job_info(resources.arq)) as session:
+    async with session_scope(maker, info=resources.session_info()) as session:
         yield session
 
 

@@ -8,6 +8,8 @@ from fastapi import Depends, Header, Response
 
 from app.core.errors import NotModified, PreconditionFailed
 
+API_PREFIX = "/api/v1"
+
 
 def etag_of(version: int) -> str:
     return f'"{version}"'

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
 from arq import ArqRedis
@@ -22,6 +22,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from app.core.config import Settings
+from app.core.db import session_scope
+from app.core.events import EventPublisher, events_info
+from app.core.jobs import job_info
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.storage import LocalStorage
 
@@ -36,6 +39,7 @@ class Resources:
     passwords: PasswordHasher
     tokens: TokenCodec
     storage: LocalStorage
+    events: EventPublisher
 
     @classmethod
     @asynccontextmanager
@@ -58,7 +62,16 @@ class Resources:
                 passwords=PasswordHasher.from_settings(settings.auth),
                 tokens=TokenCodec(settings.auth),
                 storage=LocalStorage(settings.storage_dir),
+                events=EventPublisher(redis, settings.realtime),
             )
+
+    def session_info(self) -> dict[str, object]:
+        """What a session needs to enqueue jobs and publish events after its commit."""
+        return job_info(self.arq) | events_info(self.events)
+
+    def session(self) -> AbstractAsyncContextManager[AsyncSession]:
+        """A unit of work (`session_scope`) that may enqueue jobs and publish events."""
+        return session_scope(self.sessionmaker, info=self.session_info())
 
 
 def build_engine(settings: Settings) -> AsyncEngine:
@@ -81,12 +94,12 @@ def build_engine(settings: Settings) -> AsyncEngine:
     )
 
 
-def build_redis(settings: Settings) -> Redis:
+def build_redis(settings: Settings, *, socket_timeout: float | None = None) -> Redis:
     pool = ConnectionPool.from_url(
         settings.redis.url,
         decode_responses=True,
         max_connections=settings.redis.max_connections,
-        socket_timeout=settings.redis.socket_timeout,
+        socket_timeout=socket_timeout or settings.redis.socket_timeout,
         socket_connect_timeout=settings.redis.socket_timeout,
         health_check_interval=30,
     )

@@ -9,14 +9,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
 from app.core.errors import NotFound
+from app.core.events import publish_after_commit
 from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
 from app.items import repository
-from app.items.schemas import ItemCreate, ItemFilters, ItemReplace, ItemUpdate
+from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs import service as job_service
 from app.models import Item, Job, Role, User
+from app.realtime.schemas import EventType
 
 EXPORT_JOB = "items.export"
+CREATED, UPDATED, DELETED = EventType.item_created, EventType.item_updated, EventType.item_deleted
+
+
+def _announce(session: AsyncSession, item: Item, event: EventType) -> None:
+    """Tell the owner's realtime clients, once the change has committed."""
+    publish_after_commit(session, item.owner_id, event, ItemRead.model_validate(item))
 
 
 def _sees_everything(actor: User) -> bool:
@@ -47,6 +55,7 @@ async def create(session: AsyncSession, owner: User, *, data: ItemCreate) -> Ite
     values = data.model_dump(exclude={"tags"})
     item = Item(owner_id=owner.id, **values, tags=await repository.tags_named(session, data.tags))
     await repository.add(session, item)
+    _announce(session, item, CREATED)
     return item
 
 
@@ -84,6 +93,7 @@ async def delete(
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))
     if await repository.delete(session, item):
+        _announce(session, item, DELETED)
         return
     if await repository.exists(session, item_id):
         raise repository.changed_concurrently(precondition_sent=precondition.sent)
@@ -107,3 +117,4 @@ async def _apply(
         # Also when only the tags changed: the row UPDATE is what bumps `version`.
         item.updated_at = utcnow()
         await repository.save(session, precondition_sent=precondition.sent)
+        _announce(session, item, UPDATED)

@@ -10,7 +10,6 @@ from uuid import UUID
 from arq.worker import Function
 from sqlalchemy.exc import DBAPIError
 
-from app.core.db import session_scope
 from app.core.jobs import job, retry_backoff
 from app.core.resources import Resources
 from app.items import export
@@ -30,7 +29,7 @@ async def export_items(ctx: dict[str, Any], job_id: str) -> dict[str, int] | Non
     """
     resources: Resources = ctx["resources"]
     key = f"exports/{job_id}.csv"
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         started = await job_service.start(session, UUID(job_id))
         owner_id = started.owner_id if started else None
     if owner_id is None:
@@ -40,7 +39,7 @@ async def export_items(ctx: dict[str, Any], job_id: str) -> dict[str, int] | Non
         # Our own deadline, inside ARQ's, so a slow export is marked failed, not lost.
         async with asyncio.timeout(EXPORT_TIMEOUT - 10):
             async with (
-                session_scope(resources.sessionmaker) as session,
+                resources.session() as session,
                 resources.storage.writer(key) as sink,
             ):
                 stats = await export.write_csv(session, owner_id=owner_id, sink=sink)
@@ -56,14 +55,22 @@ async def export_items(ctx: dict[str, Any], job_id: str) -> dict[str, int] | Non
         # The details go to the log (the job id is on every line), not to the owner.
         await _fail(resources, job_id, "The export failed")
         raise
-    async with session_scope(resources.sessionmaker) as session:
-        await job_service.complete(session, UUID(job_id), result=stats, file_key=key)
+    async with resources.session() as session:
+        await job_service.complete(
+            session,
+            UUID(job_id),
+            result=stats,
+            file_key=key,
+            base_url=resources.settings.public_base_url,
+        )
     return stats
 
 
 async def _fail(resources: Resources, job_id: str, error: str) -> None:
-    async with session_scope(resources.sessionmaker) as session:
-        await job_service.fail(session, UUID(job_id), error=error)
+    async with resources.session() as session:
+        await job_service.fail(
+            session, UUID(job_id), error=error, base_url=resources.settings.public_base_url
+        )
 
 
 FUNCTIONS: list[Function] = [

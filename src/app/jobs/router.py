@@ -12,26 +12,13 @@ from app.core.errors import problem_responses
 from app.core.pagination import Page, PageParams
 from app.jobs import service as job_service
 from app.jobs.schemas import JobRead
-from app.models import Job, JobStatus
+from app.models import Job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401))
 
 
 def job_read(request: Request, job: Job) -> JobRead:
-    download = None
-    if job.status == JobStatus.complete and job.file_key:
-        download = str(request.url_for("download_job_file", job_id=job.id))
-    return JobRead(
-        id=job.id,
-        kind=job.kind,
-        status=job.status,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        result=job.result,
-        error=job.error,
-        download_url=download,
-    )
+    return JobRead.of(job, base_url=str(request.base_url))
 
 
 @router.get("", response_model=Page[JobRead])

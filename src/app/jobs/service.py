@@ -11,11 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound
+from app.core.events import publish_after_commit
 from app.core.jobs import enqueue_after_commit
 from app.core.pagination import Paged, PageParams
 from app.core.storage import LocalStorage
 from app.jobs import repository
+from app.jobs.schemas import JobRead
 from app.models import Job, JobStatus, Role, User
+from app.realtime.schemas import EventType
 
 # A job still in progress this long after it started has died with its worker for good.
 STALLED_AFTER = timedelta(hours=1)
@@ -62,20 +65,31 @@ async def start(session: AsyncSession, job_id: UUID) -> Job | None:
 
 
 async def complete(
-    session: AsyncSession, job_id: UUID, *, result: dict[str, Any], file_key: str | None
+    session: AsyncSession,
+    job_id: UUID,
+    *,
+    result: dict[str, Any],
+    file_key: str | None,
+    base_url: str,
 ) -> None:
     job = await repository.get_for_update(session, job_id)
     if job is None:
         return
     job.status, job.finished_at = JobStatus.complete, utcnow()
     job.result, job.file_key, job.error = result, file_key, None
+    _announce(session, job, EventType.job_completed, base_url=base_url)
 
 
-async def fail(session: AsyncSession, job_id: UUID, *, error: str) -> None:
+async def fail(session: AsyncSession, job_id: UUID, *, error: str, base_url: str) -> None:
     job = await repository.get_for_update(session, job_id)
-    if job is None or job.status == JobStatus.complete:
+    if job is None or job.status in (JobStatus.complete, JobStatus.failed):
         return
     job.status, job.finished_at, job.error = JobStatus.failed, utcnow(), error
+    _announce(session, job, EventType.job_failed, base_url=base_url)
+
+
+def _announce(session: AsyncSession, job: Job, event: EventType, *, base_url: str) -> None:
+    publish_after_commit(session, job.owner_id, event, JobRead.of(job, base_url=base_url))
 
 
 async def purge(

@@ -8,7 +8,6 @@ from typing import Any
 
 from arq.cron import CronJob
 
-from app.core.db import session_scope
 from app.core.jobs import cron_job, relay_outbox
 from app.core.resources import Resources
 from app.jobs import service as job_service
@@ -22,7 +21,7 @@ STALE_PARTIAL_AFTER = timedelta(hours=1)
 async def relay(ctx: dict[str, Any]) -> int:
     """Send jobs whose request committed but could not reach Redis."""
     resources: Resources = ctx["resources"]
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         sent = await relay_outbox(session, resources.arq)
     if sent:
         logger.warning("relayed %d jobs from the outbox", sent)
@@ -32,7 +31,7 @@ async def relay(ctx: dict[str, Any]) -> int:
 async def purge(ctx: dict[str, Any]) -> dict[str, int]:
     resources: Resources = ctx["resources"]
     retention = timedelta(hours=resources.settings.export_retention_hours)
-    async with session_scope(resources.sessionmaker) as session:
+    async with resources.session() as session:
         deleted, stalled = await job_service.purge(
             session, storage=resources.storage, retention=retention
         )
