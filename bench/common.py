@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
 import httpx
 from alembic import command
@@ -104,20 +105,26 @@ async def fresh_database(settings: Settings) -> None:
 
 
 def spawn(
-    args: Sequence[str], env: Mapping[str, str], *, quiet: bool = True
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    quiet: bool = True,
+    log_to: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start `python -m app <args>` (or any module, `-m x`) in a scratch directory."""
-    command_line = (
-        [sys.executable, *args] if args[0] == "-m" else [sys.executable, "-m", "app", *args]
-    )
-    output = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(  # noqa: S603 - our own interpreter
-        command_line,
-        env=dict(env),
-        cwd=tempfile.gettempdir(),
-        stdout=output,
-        stderr=output,
-    )
+    """Start `python -m app <args>` (or another module: `["-m", "bench.x"]`) in a scratch
+    directory; its output goes nowhere (`quiet`), to ours, or to the file `log_to`."""
+    module = [] if args[0] == "-m" else ["-m", "app"]
+    with contextlib.ExitStack() as files:
+        output: int | IO[bytes] | None = subprocess.DEVNULL if quiet else None
+        if log_to is not None:
+            output = files.enter_context(log_to.open("ab"))
+        return subprocess.Popen(  # noqa: S603 - our own interpreter
+            [sys.executable, *module, *args],
+            env=dict(env),
+            cwd=tempfile.gettempdir(),
+            stdout=output,
+            stderr=output,
+        )
 
 
 def stop(process: subprocess.Popen[bytes], *, grace: float = 30) -> int:

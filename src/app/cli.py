@@ -46,10 +46,17 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)  # noqa: T201
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     settings = _settings()
+    # uvicorn handles SIGTERM gracefully and then raises it again, which would end the
+    # process "killed by SIGTERM" (143) after a clean shutdown: exit 0 instead.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "app.main:app",
         host=args.host or settings.host,
@@ -62,6 +69,9 @@ def serve(args: argparse.Namespace) -> None:
         access_log=settings.environment is Environment.development,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
+        # WebSocket clients only send pings: a bigger message is refused (1009) before
+        # it is buffered.
+        ws_max_size=settings.realtime.max_message_bytes,
     )
 
 

@@ -16,12 +16,15 @@ from app.core.config import Settings
 from app.core.errors import add_problem_schemas, install_error_handlers, problem_responses
 from app.core.http import API_PREFIX
 from app.core.idempotency import ReplayResponse, replay_handler
+from app.core.lifecycle import drain_on_shutdown_signal
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.core.resources import Resources
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.jobs.router import router as jobs_router
+from app.realtime.hub import EventHub
+from app.realtime.router import router as realtime_router
 from app.users.router import router as users_router
 
 OPENAPI_TAGS = [
@@ -29,12 +32,18 @@ OPENAPI_TAGS = [
     {"name": "users", "description": "Your account, and every account for admins."},
     {"name": "items", "description": "The main resource: CRUD, filters, search, ETags."},
     {"name": "jobs", "description": "Background jobs you started, and their files."},
+    {
+        "name": "events",
+        "description": "Realtime events about your data, over Server-Sent Events or a "
+        "WebSocket, from whichever process or worker made the change.",
+    },
     {"name": "health", "description": "Liveness and readiness probes."},
 ]
 
 
 class AppState(TypedDict):
     resources: Resources
+    hub: EventHub
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -61,8 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
-        async with Resources.open(settings) as resources:
-            yield {"resources": resources}
+        async with (
+            Resources.open(settings) as resources,
+            EventHub(resources.redis, settings).running() as hub,
+            drain_on_shutdown_signal(hub.drain, within=settings.realtime.drain_timeout_seconds),
+        ):
+            yield {"resources": resources, "hub": hub}
 
     docs = not settings.is_production
     app = FastAPI(
@@ -100,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(users_router)
     api.include_router(items_router)
     api.include_router(jobs_router)
+    api.include_router(realtime_router)
     app.include_router(api)
     app.include_router(health_router)
 

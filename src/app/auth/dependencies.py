@@ -9,8 +9,8 @@ from fastapi.security import OAuth2PasswordBearer
 
 from app.auth import service as auth_service
 from app.auth.service import AuthKit, Principal
-from app.core.db import after_commit, on_rollback
-from app.core.dependencies import RedisDep, ResourcesDep, SessionDep
+from app.core.db import after_commit, on_rollback, session_scope
+from app.core.dependencies import RedisDep, ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import Forbidden
 from app.core.idempotency import Idempotency, attach, fingerprint
 from app.models import Role, User
@@ -36,6 +36,26 @@ async def get_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def authenticate_briefly(
+    token: str, *, resources: ResourcesDep, maker: SessionmakerDep
+) -> Principal:
+    """Authenticate in a session of its own, closed at once: for connections that stay
+    open (SSE, WebSocket), which must not hold a database connection while they live."""
+    async with session_scope(maker) as session:
+        return await auth_service.authenticate(
+            session, access_token=token, kit=AuthKit.from_resources(resources)
+        )
+
+
+async def get_stream_principal(
+    token: Annotated[str, Depends(oauth2_scheme)], resources: ResourcesDep, maker: SessionmakerDep
+) -> Principal:
+    return await authenticate_briefly(token, resources=resources, maker=maker)
+
+
+StreamPrincipal = Annotated[Principal, Depends(get_stream_principal)]
 
 
 def get_current_user(principal: CurrentPrincipal) -> User:

@@ -95,6 +95,14 @@ class TooManyRequests(AppError):
         super().__init__(detail, headers={"Retry-After": str(max(1, retry_after))})
 
 
+class ServiceUnavailable(AppError):
+    status = 503
+    code = "service-unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 5) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
+
+
 class NotModified(Exception):
     """Answer 304 to a conditional GET whose validator still matches; `headers` are the
     ones a 200 would carry (ETag, Cache-Control)."""
