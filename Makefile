@@ -10,7 +10,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run serve worker migrate superuser seed test lint fmt bench-jobs bench-realtime crash-trials clean
+.PHONY: help install run serve worker migrate superuser seed test lint fmt bench-jobs bench-realtime bench-upload crash-trials clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -67,6 +67,9 @@ bench-jobs: install ## no-op job throughput and enqueue-to-start latency (databa
 
 bench-realtime: install ## 1,000 WebSocket clients: memory per connection, event latency
 	$(RUN) python -m bench.realtime
+
+bench-upload: install ## a 200 MB upload: API memory and throughput against cp
+	$(RUN) python -m bench.upload
 
 crash-trials: install ## SIGKILL a worker mid-export 20 times; each job must still complete once
 	$(RUN) python -m bench.worker_crash --trials 20

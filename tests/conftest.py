@@ -34,6 +34,7 @@ from app.core.config import (
     AuthSettings,
     DatabaseSettings,
     Environment,
+    FilesSettings,
     MailSettings,
     RedisSettings,
     Settings,
@@ -82,9 +83,21 @@ def build_test_settings(**changes: object) -> Settings:
     return Settings(_env_file=None, **options)  # type: ignore[arg-type]
 
 
+# Small upload limits, so the tests can pass them cheaply; the defaults are checked in
+# test_settings.py.
+TEST_FILES = {
+    "max_file_bytes": 256 * 1024,
+    "max_request_bytes": 1024 * 1024,
+    "max_files_per_request": 4,
+}
+
+
 @pytest.fixture(scope="session")
-def settings() -> Settings:
-    return build_test_settings()
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return build_test_settings(
+        storage_dir=tmp_path_factory.mktemp("storage"),
+        files=FilesSettings(_env_file=None, **TEST_FILES),  # type: ignore[arg-type]
+    )
 
 
 def migrate(database_url: str, revision: str = "head", *, down: bool = False) -> None:

@@ -20,6 +20,7 @@ from app.core.lifecycle import drain_on_shutdown_signal
 from app.core.logging import configure_logging
 from app.core.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from app.core.resources import Resources
+from app.files.router import router as files_router
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.jobs.router import router as jobs_router
@@ -31,6 +32,10 @@ OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, tokens and password recovery."},
     {"name": "users", "description": "Your account, and every account for admins."},
     {"name": "items", "description": "The main resource: CRUD, filters, search, ETags."},
+    {
+        "name": "files",
+        "description": "Uploads streamed to storage, downloads with ranges, attachments.",
+    },
     {"name": "jobs", "description": "Background jobs you started, and their files."},
     {
         "name": "events",
@@ -96,7 +101,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _document_problems(app)
 
     # Added innermost first: the request id wraps everything, including 413s.
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        per_path={f"{API_PREFIX}/files": settings.files.max_request_bytes},
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -112,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(auth_router)
     api.include_router(users_router)
     api.include_router(items_router)
+    api.include_router(files_router)
     api.include_router(jobs_router)
     api.include_router(realtime_router)
     app.include_router(api)

@@ -27,9 +27,10 @@ async def test_create_answers_201_with_location_and_etag(client: httpx.AsyncClie
     assert response.status_code == 201
     item = response.json()
     assert set(item) == {
-        "id", "title", "description", "price", "status", "tags", "owner_id",
+        "id", "title", "description", "price", "status", "tags", "attachments", "owner_id",
         "created_at", "updated_at", "version",
     }  # fmt: skip
+    assert item["attachments"] == []
     assert item["title"] == "Red lamp"
     assert item["price"] == "12.50"
     assert item["tags"] == ["home", "sale"]

@@ -67,3 +67,19 @@ async def test_an_export_finished_by_the_worker_reaches_both_processes(
     download = await api.get(path, headers=owner.headers)
     assert download.status_code == 200
     assert "Exported" in download.text
+
+
+async def test_an_upload_through_one_process_reaches_the_other(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    owner = await live_account(api)
+    async with connect(cluster.b.ws_url, subprotocols=bearer(owner)) as ws:
+        uploaded = await api.post(
+            "/api/v1/files",
+            files=[("files", ("notes.txt", b"hello\n", "text/plain"))],
+            headers=owner.headers,
+        )
+        assert uploaded.status_code == 201
+        event = await next_message(ws)
+    assert event["type"] == "file.uploaded"
+    assert event["data"] == uploaded.json()[0]

@@ -15,6 +15,8 @@ from pydantic import Field, PositiveInt, SecretStr, field_validator, model_valid
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from app.core.sniff import SIGNATURES
+
 JWT_SECRET_PLACEHOLDER = "change-me-in-production-this-is-not-a-secret"  # noqa: S105 - refused
 # RFC 7518 §3.2: an HMAC key at least as long as the hash output.
 MIN_JWT_SECRET_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
@@ -146,6 +148,49 @@ class RealtimeSettings(_Group):
     drain_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
 
 
+class FilesSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="FILES_")
+
+    # Largest file accepted; an upload is cut off (413) the moment it passes this.
+    max_file_bytes: PositiveInt = 50 * 1024 * 1024
+    # Largest upload request (all its files together), refused before it is read.
+    max_request_bytes: PositiveInt = 100 * 1024 * 1024
+    max_files_per_request: PositiveInt = 10
+    # Content types accepted; each must match the file's first bytes (application/
+    # octet-stream, if allowed, matches anything).
+    allowed_types: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "image/png",
+            "image/jpeg",
+            "image/gif",
+            "image/webp",
+            "application/pdf",
+            "text/plain",
+            "text/csv",
+        ]
+    )
+    max_attachments_per_item: PositiveInt = 20
+
+    @field_validator("allowed_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [kind.strip().lower() for kind in value.split(",") if kind.strip()]
+        return value
+
+    @field_validator("allowed_types")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(SIGNATURES))
+        if unknown:
+            msg = (
+                f"no content check is known for {', '.join(unknown)}; "
+                f"FILES_ALLOWED_TYPES may list: {', '.join(sorted(SIGNATURES))}"
+            )
+            raise ValueError(msg)
+        return value
+
+
 class Settings(_Group):
     environment: Environment = Environment.development
     project_name: str = "App API"
@@ -155,7 +200,7 @@ class Settings(_Group):
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: PositiveInt = 1_048_576
-    # Files written by the service (item exports); shared by the API and the worker.
+    # Files the service keeps (uploads, exports); shared by the API and the worker.
     storage_dir: Path = Path("var/storage")
     # Finished exports (file and status) are deleted after this many hours.
     export_retention_hours: PositiveInt = 24
@@ -171,6 +216,7 @@ class Settings(_Group):
     mail: MailSettings = Field(default_factory=MailSettings)
     worker: WorkerProcessSettings = Field(default_factory=WorkerProcessSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
+    files: FilesSettings = Field(default_factory=FilesSettings)
 
     @field_validator("first_superuser_email", "first_superuser_password", mode="before")
     @classmethod

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
@@ -48,26 +49,31 @@ class RequestIdMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse a request body above `max_bytes` with 413.
+    """Refuse a request body above `max_bytes` (or the limit `per_path` gives its exact
+    path, such as the upload route's) with 413.
 
     A declared `Content-Length` above the limit is refused before the application runs
     or reads anything; a body without one (chunked) is counted while it streams in and
     refused the moment it passes the limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         declared = Headers(scope=scope).get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
             status = 413 if declared.isdigit() else 400
             detail = (
-                f"The request body exceeds {self.max_bytes} bytes"
+                f"The request body exceeds {limit} bytes"
                 if status == 413
                 else "Invalid Content-Length header"
             )
@@ -82,8 +88,8 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(413, f"The request body exceeds {self.max_bytes} bytes")
+                if received > limit:
+                    raise HTTPException(413, f"The request body exceeds {limit} bytes")
             return message
 
         await self.app(scope, receive_limited, send)

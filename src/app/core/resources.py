@@ -26,7 +26,7 @@ from app.core.db import session_scope
 from app.core.events import EventPublisher, events_info
 from app.core.jobs import job_info
 from app.core.security import PasswordHasher, TokenCodec
-from app.core.storage import LocalStorage
+from app.core.storage import LocalStorage, Storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ class Resources:
     arq: ArqRedis
     passwords: PasswordHasher
     tokens: TokenCodec
-    storage: LocalStorage
+    storage: Storage
     events: EventPublisher
 
     @classmethod

@@ -1,10 +1,16 @@
-"""Where the service keeps files: a small interface, implemented on a local directory.
+"""Where the service keeps bytes: a small interface, implemented on a local directory.
 
-Writes stream in chunks to a temporary name and are renamed into place only when
-complete, so a reader never sees half a file and a crashed writer leaves no file under
-the final key. A writer killed outright (SIGKILL) cannot remove its temporary file;
-`remove_stale_partials`, run by a cron job, does. Keys are relative paths made by the
-service, never by clients.
+The interface streams both ways, so an object store can implement it later: `writer`
+takes chunks as they come (an S3 implementation maps it to a multipart upload) and
+publishes the object only when the block ends without error; nothing is ever passed
+as a whole file in memory. Reading is a path for `FileResponse` here (sendfile, ranges);
+an object store would answer with a redirect to a signed URL instead.
+
+On a local directory, writes go to a temporary name and are renamed into place only
+when complete, so a reader never sees half a file and a failed writer leaves no file
+under the final key. A writer killed outright (SIGKILL) cannot remove its temporary
+file; `remove_stale_partials`, run by a cron job, does. Keys are relative paths made by
+the service, never by clients.
 """
 
 from __future__ import annotations
@@ -29,11 +35,26 @@ class Sink(Protocol):
     async def write(self, chunk: bytes, /) -> object: ...
 
 
+class Storage(Protocol):
+    def writer(self, key: str) -> contextlib.AbstractAsyncContextManager[Sink]: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def exists(self, key: str) -> bool: ...
+
+    def local_path(self, key: str) -> Path: ...
+
+    async def remove_stale_partials(self, *, older_than: timedelta) -> int:
+        """Clean up writes that were never finished (an object store: abort stale
+        multipart uploads)."""
+        ...
+
+
 class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
 
-    def path(self, key: str) -> Path:
+    def local_path(self, key: str) -> Path:
         if not _KEY.match(key) or ".." in key:
             msg = f"invalid storage key: {key!r}"
             raise ValueError(msg)
@@ -41,7 +62,7 @@ class LocalStorage:
 
     @contextlib.asynccontextmanager
     async def writer(self, key: str) -> AsyncIterator[Sink]:
-        final = self.path(key)
+        final = self.local_path(key)
         partial = final.with_name(f".{final.name}.{uuid7().hex}.part")
         await anyio.Path(final.parent).mkdir(parents=True, exist_ok=True)
         try:
@@ -52,10 +73,10 @@ class LocalStorage:
             await anyio.Path(partial).unlink(missing_ok=True)
 
     async def delete(self, key: str) -> None:
-        await anyio.Path(self.path(key)).unlink(missing_ok=True)
+        await anyio.Path(self.local_path(key)).unlink(missing_ok=True)
 
     async def exists(self, key: str) -> bool:
-        return await anyio.Path(self.path(key)).is_file()
+        return await anyio.Path(self.local_path(key)).is_file()
 
     async def remove_stale_partials(self, *, older_than: timedelta) -> int:
         """Delete temporary files no writer has touched for `older_than`; how many."""

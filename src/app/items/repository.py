@@ -18,10 +18,12 @@ from app.items.schemas import ItemFilters
 from app.models import Item, Tag, item_tags
 from app.models.item import SEARCH_CONFIG
 
+# What an item's body shows besides its own columns.
+_BODY = (selectinload(Item.tags), selectinload(Item.attachments))
+
 
 async def get(session: AsyncSession, item_id: UUID) -> Item | None:
-    statement = select(Item).where(Item.id == item_id).options(selectinload(Item.tags))
-    return await session.scalar(statement)
+    return await session.scalar(select(Item).where(Item.id == item_id).options(*_BODY))
 
 
 async def add(session: AsyncSession, item: Item) -> None:
@@ -93,7 +95,7 @@ def _filtered(statement: Select[Item], filters: ItemFilters) -> Select[Item]:
 async def page(
     session: AsyncSession, *, owner_id: UUID | None, filters: ItemFilters, page: PageParams
 ) -> Paged[Item]:
-    statement = select(Item).options(selectinload(Item.tags))
+    statement = select(Item).options(*_BODY)
     if owner_id is not None:
         statement = statement.where(Item.owner_id == owner_id)
     return await paginate(session, _filtered(statement, filters), key=Item.id, page=page)

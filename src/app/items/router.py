@@ -6,11 +6,12 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
 from app.auth.dependencies import CurrentUser, IdempotencyDep
-from app.core.dependencies import SessionDep
+from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.http import IfMatch, etag_of, not_modified_unless_changed, set_validators
 from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
+from app.files.schemas import AttachmentCreate
 from app.items import service as item_service
 from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs.schemas import JobAccepted
@@ -131,6 +132,52 @@ async def update_item(
     item = await item_service.update(session, user, item_id, data=body, precondition=precondition)
     _versioned(response, item)
     return item
+
+
+@router.post(
+    "/{item_id}/attachments",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ItemRead,
+    responses={
+        200: {"description": "The file was attached already", "model": ItemRead},
+        **problem_responses(404, 409, 412),
+    },
+)
+async def attach_file(
+    item_id: UUID,
+    body: AttachmentCreate,
+    user: CurrentUser,
+    session: SessionDep,
+    response: Response,
+    precondition: IfMatch,
+    resources: ResourcesDep,
+) -> Item:
+    """Attach one of your files to the item (honours `If-Match`). 201 when attached now,
+    200 when it was already; the answer is the item, whose `attachments` list it."""
+    item, attached = await item_service.attach(
+        session,
+        user,
+        item_id,
+        file_id=body.file_id,
+        precondition=precondition,
+        limit=resources.settings.files.max_attachments_per_item,
+    )
+    if not attached:
+        response.status_code = status.HTTP_200_OK
+    _versioned(response, item)
+    return item
+
+
+@router.delete(
+    "/{item_id}/attachments/{file_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(404, 412),
+)
+async def detach_file(
+    item_id: UUID, file_id: UUID, user: CurrentUser, session: SessionDep, precondition: IfMatch
+) -> None:
+    """Detach a file from the item (the file itself stays; honours `If-Match`)."""
+    await item_service.detach(session, user, item_id, file_id=file_id, precondition=precondition)
 
 
 @router.delete(

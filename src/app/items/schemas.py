@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from app.core.schemas import PartialUpdate
+from app.files.schemas import FileRead
 from app.models import ItemStatus
 
 MAX_TAGS = 20
@@ -91,6 +92,7 @@ class ItemRead(BaseModel):
     price: Decimal
     status: ItemStatus
     tags: Annotated[list[str], BeforeValidator(_tag_names)]
+    attachments: list[FileRead] = Field(description="Attached files, oldest first.")
     owner_id: UUID
     created_at: datetime
     updated_at: datetime

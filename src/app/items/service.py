@@ -8,23 +8,19 @@ from uuid import UUID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
-from app.core.errors import NotFound
-from app.core.events import publish_after_commit
+from app.core.errors import Conflict, NotFound
 from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
+from app.files import service as file_service
 from app.items import repository
-from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
+from app.items.events import announce
+from app.items.schemas import ItemCreate, ItemFilters, ItemReplace, ItemUpdate
 from app.jobs import service as job_service
 from app.models import Item, Job, Role, User
 from app.realtime.schemas import EventType
 
 EXPORT_JOB = "items.export"
 CREATED, UPDATED, DELETED = EventType.item_created, EventType.item_updated, EventType.item_deleted
-
-
-def _announce(session: AsyncSession, item: Item, event: EventType) -> None:
-    """Tell the owner's realtime clients, once the change has committed."""
-    publish_after_commit(session, item.owner_id, event, ItemRead.model_validate(item))
 
 
 def _sees_everything(actor: User) -> bool:
@@ -53,9 +49,10 @@ async def request_export(session: AsyncSession, owner: User) -> Job:
 
 async def create(session: AsyncSession, owner: User, *, data: ItemCreate) -> Item:
     values = data.model_dump(exclude={"tags"})
-    item = Item(owner_id=owner.id, **values, tags=await repository.tags_named(session, data.tags))
+    tags = await repository.tags_named(session, data.tags)
+    item = Item(owner_id=owner.id, **values, tags=tags, attachments=[])
     await repository.add(session, item)
-    _announce(session, item, CREATED)
+    announce(session, item, CREATED)
     return item
 
 
@@ -93,11 +90,54 @@ async def delete(
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))
     if await repository.delete(session, item):
-        _announce(session, item, DELETED)
+        announce(session, item, DELETED)
         return
     if await repository.exists(session, item_id):
         raise repository.changed_concurrently(precondition_sent=precondition.sent)
     raise NotFound("Item not found")
+
+
+async def attach(
+    session: AsyncSession,
+    actor: User,
+    item_id: UUID,
+    *,
+    file_id: UUID,
+    precondition: Precondition,
+    limit: int,
+) -> tuple[Item, bool]:
+    """Attach one of the owner's files; whether it was newly attached."""
+    item = await get(session, actor, item_id)
+    precondition.check(etag_of(item.version))
+    file = await file_service.get(session, actor, file_id)
+    if file.owner_id != item.owner_id:
+        raise Conflict("The file and the item belong to different accounts")
+    if file in item.attachments:
+        return item, False
+    if len(item.attachments) >= limit:
+        raise Conflict(f"An item holds at most {limit} attachments; detach one first")
+    item.attachments.append(file)
+    await _touch(session, item, precondition=precondition)
+    return item, True
+
+
+async def detach(
+    session: AsyncSession, actor: User, item_id: UUID, *, file_id: UUID, precondition: Precondition
+) -> None:
+    item = await get(session, actor, item_id)
+    precondition.check(etag_of(item.version))
+    attached = next((file for file in item.attachments if file.id == file_id), None)
+    if attached is None:
+        raise NotFound("This file is not attached to the item")
+    item.attachments.remove(attached)
+    await _touch(session, item, precondition=precondition)
+
+
+async def _touch(session: AsyncSession, item: Item, *, precondition: Precondition) -> None:
+    """Save a change to the item's body: `version` (its ETag) moves on, clients hear."""
+    item.updated_at = utcnow()
+    await repository.save(session, precondition_sent=precondition.sent)
+    announce(session, item, UPDATED)
 
 
 async def _apply(
@@ -115,6 +155,4 @@ async def _apply(
             changed = True
     if changed:
         # Also when only the tags changed: the row UPDATE is what bumps `version`.
-        item.updated_at = utcnow()
-        await repository.save(session, precondition_sent=precondition.sent)
-        _announce(session, item, UPDATED)
+        await _touch(session, item, precondition=precondition)

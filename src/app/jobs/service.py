@@ -14,7 +14,7 @@ from app.core.errors import Conflict, NotFound
 from app.core.events import publish_after_commit
 from app.core.jobs import enqueue_after_commit
 from app.core.pagination import Paged, PageParams
-from app.core.storage import LocalStorage
+from app.core.storage import Storage
 from app.jobs import repository
 from app.jobs.schemas import JobRead
 from app.models import Job, JobStatus, Role, User
@@ -44,14 +44,14 @@ async def list_page(session: AsyncSession, actor: User, *, page: PageParams) -> 
 
 
 async def file_of(
-    session: AsyncSession, actor: User, job_id: UUID, *, storage: LocalStorage
+    session: AsyncSession, actor: User, job_id: UUID, *, storage: Storage
 ) -> tuple[Job, Path]:
     job = await get(session, actor, job_id)
     if job.status != JobStatus.complete or job.file_key is None:
         raise Conflict(f"This job has no file to download (it is {job.status.value})")
     if not await storage.exists(job.file_key):
         raise NotFound("This job's file is no longer available")
-    return job, storage.path(job.file_key)
+    return job, storage.local_path(job.file_key)
 
 
 async def start(session: AsyncSession, job_id: UUID) -> Job | None:
@@ -93,7 +93,7 @@ def _announce(session: AsyncSession, job: Job, event: EventType, *, base_url: st
 
 
 async def purge(
-    session: AsyncSession, *, storage: LocalStorage, retention: timedelta
+    session: AsyncSession, *, storage: Storage, retention: timedelta
 ) -> tuple[int, int]:
     """Delete finished jobs older than `retention` with their files, and fail stalled
     ones; the two counts."""

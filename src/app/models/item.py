@@ -9,6 +9,8 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.core.db import Base, Timestamps, UUIDPrimaryKey
+from app.models.item_attachment import item_attachments
+from app.models.stored_file import StoredFile
 from app.models.tag import Tag, item_tags
 
 SEARCH_CONFIG = "english"
@@ -48,6 +50,12 @@ class Item(UUIDPrimaryKey, Timestamps, Base):
     )
 
     tags: Mapped[list[Tag]] = relationship(secondary=item_tags, lazy="raise", order_by=Tag.name)
+    # In the order they were attached.
+    attachments: Mapped[list[StoredFile]] = relationship(
+        secondary=item_attachments,
+        lazy="raise",
+        order_by=(item_attachments.c.created_at, item_attachments.c.file_id),
+    )
 
     __table_args__ = (
         CheckConstraint("price >= 0", name="price_non_negative"),

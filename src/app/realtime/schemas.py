@@ -17,6 +17,7 @@ class EventType(StrEnum):
     item_deleted = "item.deleted"
     job_completed = "job.completed"
     job_failed = "job.failed"
+    file_uploaded = "file.uploaded"
 
 
 class EventScope(StrEnum):
@@ -36,7 +37,7 @@ class Event(BaseModel):
     ts: datetime = Field(description="When the change was committed (UTC).")
     data: dict[str, Any] = Field(
         description="The object as the REST API returns it: an item (`item.*`, the last "
-        "state for `item.deleted`) or a job (`job.*`)."
+        "state for `item.deleted`), a job (`job.*`) or a file (`file.uploaded`)."
     )
 
 

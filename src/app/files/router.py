@@ -1,0 +1,145 @@
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request, status
+from fastapi.responses import FileResponse
+
+from app.auth.dependencies import CurrentUser, StreamPrincipal
+from app.core.dependencies import ResourcesDep, SessionDep
+from app.core.errors import NotFound, problem_responses
+from app.core.http import not_modified_unless_changed
+from app.core.pagination import Page, Paged, PageParams
+from app.files import service as file_service
+from app.files.responses import StoredFileResponse
+from app.files.schemas import MAX_DESCRIPTION_CHARS, FileRead
+from app.models import StoredFile
+
+router = APIRouter(prefix="/files", tags=["files"], responses=problem_responses(401))
+
+# Clients may keep a copy but must revalidate it (the ETag is the content's SHA-256).
+REVALIDATE = "private, no-cache"
+
+# The body is parsed by the endpoint as it streams (see app.files.upload), so FastAPI is
+# told its shape instead of parsing it: the documented way to take over body parsing.
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["files"],
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "One or more files (repeat the field).",
+                        },
+                        "description": {
+                            "type": "string",
+                            "maxLength": MAX_DESCRIPTION_CHARS,
+                            "description": "Kept with every file of this upload.",
+                        },
+                    },
+                },
+                "encoding": {"files": {"contentType": "application/octet-stream"}},
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=list[FileRead],
+    openapi_extra=_UPLOAD_BODY,
+    responses=problem_responses(400, 413, 415, 422),
+)
+async def upload_files(
+    request: Request, principal: StreamPrincipal, session: SessionDep, resources: ResourcesDep
+) -> list[StoredFile]:
+    """Upload files (`multipart/form-data`: `files`, repeatable, and an optional
+    `description`). Each file is streamed to storage while it arrives: a file above
+    `FILES_MAX_FILE_BYTES` is refused (413) as soon as it passes the limit, a type outside
+    `FILES_ALLOWED_TYPES` or whose first bytes do not match it is refused (415), and a
+    refused upload leaves nothing behind."""
+    return await file_service.upload_files(
+        session,
+        principal.user,
+        content_type=request.headers.get("content-type"),
+        body=request.stream(),
+        storage=resources.storage,
+        limits=resources.settings.files,
+    )
+
+
+@router.get("", response_model=Page[FileRead])
+async def list_files(
+    user: CurrentUser, session: SessionDep, page: Annotated[PageParams, Query()]
+) -> Paged[StoredFile]:
+    """Your files, newest first."""
+    return await file_service.list_page(session, user, page=page)
+
+
+@router.get("/{file_id}", response_model=FileRead, responses=problem_responses(404))
+async def read_file(file_id: UUID, user: CurrentUser, session: SessionDep) -> StoredFile:
+    """A file's metadata. Another user's file answers 404."""
+    return await file_service.get(session, user, file_id)
+
+
+_CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
+    206: {"description": "The requested range (`Range: bytes=...`)"},
+    304: {"description": "Not Modified: `If-None-Match` still matches"},
+    **problem_responses(404, 416),
+}
+
+
+@router.get("/{file_id}/content", response_class=StoredFileResponse, responses=_CONTENT_RESPONSES)
+@router.head(
+    "/{file_id}/content",
+    response_class=StoredFileResponse,
+    responses=_CONTENT_RESPONSES,
+    operation_id="files-file_content_head",
+    summary="The headers of the file's content (size, type, ETag) without the bytes",
+)
+async def download_file(
+    file_id: UUID,
+    user: CurrentUser,
+    session: SessionDep,
+    resources: ResourcesDep,
+    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> FileResponse:
+    """The bytes, as an attachment with the uploaded name, `ETag` (the SHA-256),
+    `Last-Modified` and byte ranges (`Range`, `If-Range`: 206, 416)."""
+    file = await file_service.get(session, user, file_id)
+    etag = f'"{file.sha256}"'
+    not_modified_unless_changed(if_none_match, etag, cache_control=REVALIDATE)
+    path = resources.storage.local_path(file.storage_key)
+    try:
+        stat = await anyio.Path(path).stat()
+    except FileNotFoundError as exc:
+        raise NotFound("This file's content is no longer available") from exc
+    return StoredFileResponse(
+        path,
+        stat_result=stat,
+        media_type=file.content_type,
+        filename=file.filename,
+        # User-supplied bytes: a browser must not guess another type for them.
+        headers={"ETag": etag, "Cache-Control": REVALIDATE, "X-Content-Type-Options": "nosniff"},
+    )
+
+
+@router.delete(
+    "/{file_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
+)
+async def delete_file(
+    file_id: UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+) -> None:
+    """Delete a file: it is detached from its items, and its bytes are removed once the
+    deletion has committed."""
+    await file_service.delete(session, user, file_id, storage=resources.storage)

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The description sent with an upload (a form field), and its limit.
+MAX_DESCRIPTION_CHARS = 1000
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)]
+
+
+class FileRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: UUID
+    filename: str = Field(description="The name it was uploaded with, made safe.")
+    content_type: str
+    size: int = Field(description="Bytes.")
+    sha256: str = Field(description="Hex SHA-256 of the content; also its ETag.")
+    description: str | None
+    created_at: datetime
+
+
+class AttachmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    file_id: UUID
