@@ -130,6 +130,7 @@ class EventHub:
         self._everything: set[Subscription] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
+        self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -147,10 +148,19 @@ class EventHub:
         finally:
             for subscription in self._subscriptions():
                 subscription.close(CloseReason.going_away)
-            for task in self._tasks:
-                task.cancel()
+            await self._stop(listener)
+
+    async def _stop(self, listener: Redis) -> None:
+        # Closing the listener's connection ends its blocking XREAD at once. Cancelling
+        # the task alone is not enough: a cancellation that lands while redis-py's read
+        # timeout is being armed can be swallowed (Python 3.11), leaving the task
+        # blocked until the next event.
+        self._stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        await listener.aclose(close_connection_pool=True)
+        async with asyncio.timeout(BLOCK_MS / 1000 + 1):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-            await listener.aclose(close_connection_pool=True)
 
     @property
     def connections(self) -> int:
@@ -260,10 +270,12 @@ class EventHub:
 
     async def _listen(self, redis: Redis) -> None:
         last = "$"
-        while True:
+        while not self._stopping.is_set():
             try:
                 batches = await redis.xread({BUS_KEY: last}, block=BLOCK_MS, count=500)
             except (RedisError, OSError) as exc:
+                if self._stopping.is_set():
+                    return
                 logger.warning("event bus unreachable (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue

@@ -1,0 +1,24 @@
+"""The app starts and stops cleanly, whatever ran in between."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+from asgi_lifespan import LifespanManager
+
+from app.core.config import Settings
+from app.main import create_app
+
+
+async def test_shutdown_is_prompt_after_requests_from_other_tasks(settings: Settings) -> None:
+    # A request made inside asyncio.wait_for used to leave the event hub's blocking
+    # XREAD deaf to cancellation, and the shutdown hung until the next event.
+    app = create_app(settings)
+    async with LifespanManager(app, shutdown_timeout=3) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            response = await asyncio.wait_for(http.get("/health/live"), 5)
+            assert response.status_code == 200
+        started = asyncio.get_running_loop().time()
+    assert asyncio.get_running_loop().time() - started < 2
