@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ from app.core.config import (
     Environment,
     FilesSettings,
     MailSettings,
+    RateLimitSettings,
     RedisSettings,
     Settings,
 )
@@ -92,11 +94,22 @@ TEST_FILES = {
 }
 
 
+# Generous limits: tests create many accounts from one address; tests/core/
+# test_ratelimits.py builds apps with small ones.
+GENEROUS_LIMITS = {
+    "per_caller_per_minute": 100_000,
+    "anonymous_per_minute": 100_000,
+    "registrations_per_hour": 100_000,
+    "recoveries_per_hour": 100_000,
+}
+
+
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     return build_test_settings(
         storage_dir=tmp_path_factory.mktemp("storage"),
         files=FilesSettings(_env_file=None, **TEST_FILES),  # type: ignore[arg-type]
+        rate_limit=RateLimitSettings(_env_file=None, **GENEROUS_LIMITS),  # type: ignore[arg-type]
     )
 
 
@@ -131,6 +144,18 @@ async def served(resources: Resources, settings: Settings) -> AsyncIterator[Serv
     application = create_app(settings)
     async with LifespanManager(application) as manager:
         yield ServedApp(app=application, asgi=manager.app)
+
+
+@contextlib.asynccontextmanager
+async def app_client(
+    settings: Settings, *, base_url: str = "http://testserver"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of an app built with other settings (its sessions commit for real: keep
+    its requests read-only, or use `committed`)."""
+    async with LifespanManager(create_app(settings)) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as http:
+            yield http
 
 
 @pytest_asyncio.fixture

@@ -28,6 +28,10 @@ def live_env(settings: Settings, storage: Path, **extra: str) -> dict[str, str]:
         ARGON2_TIME_COST="1",
         ARGON2_MEMORY_KIB="1024",
         STORAGE_DIR=str(storage),
+        RATE_LIMIT_PER_CALLER_PER_MINUTE="100000",
+        RATE_LIMIT_ANONYMOUS_PER_MINUTE="100000",
+        RATE_LIMIT_REGISTRATIONS_PER_HOUR="100000",
+        RATE_LIMIT_RECOVERIES_PER_HOUR="100000",
         **extra,
     )
 

@@ -45,7 +45,8 @@ async def test_docs_are_off_in_production() -> None:
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        # Production only answers the host of PUBLIC_BASE_URL (TrustedHost).
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             for path in ("/docs", "/redoc", "/openapi.json"):
                 assert (await http.get(path)).status_code == 404, path
             assert (await http.get("/", follow_redirects=False)).headers[

@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
-from app.core.config import PROJECT_ROOT, Environment, Settings
+from app.core.config import PROJECT_ROOT, Settings
 from app.core.database_admin import (
     ServiceUnreachable,
     check_database_server,
@@ -66,7 +66,8 @@ def serve(args: argparse.Namespace) -> None:
         loop="uvloop",
         http="httptools",
         log_config=None,
-        access_log=settings.environment is Environment.development,
+        # Requests are logged by the app (app.access: route template, status, user).
+        access_log=False,
         proxy_headers=True,
         timeout_graceful_shutdown=20,
         # WebSocket clients only send pings: a bigger message is refused (1009) before

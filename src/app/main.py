@@ -8,9 +8,12 @@ from typing import Any, TypedDict
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 
+from app.auth.ratelimits import ApiBudget
 from app.auth.router import router as auth_router
 from app.core.config import Settings
 from app.core.errors import add_problem_schemas, install_error_handlers, problem_responses
@@ -18,7 +21,13 @@ from app.core.http import API_PREFIX
 from app.core.idempotency import ReplayResponse, replay_handler
 from app.core.lifecycle import drain_on_shutdown_signal
 from app.core.logging import configure_logging
-from app.core.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from app.core.middleware import (
+    BodySizeLimitMiddleware,
+    HealthExemptTrustedHostMiddleware,
+    RequestIdMiddleware,
+    SecurityHeadersMiddleware,
+)
+from app.core.observability import ObservabilityMiddleware
 from app.core.resources import Resources
 from app.files.router import router as files_router
 from app.health.router import router as health_router
@@ -69,6 +78,61 @@ def _document_problems(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+# Exposed to browsers' scripts (CORS): what clients of this API need to read.
+EXPOSED_HEADERS = [
+    "ETag",
+    "Location",
+    "X-Request-ID",
+    "Retry-After",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "RateLimit-Policy",
+    "Idempotent-Replayed",
+]
+DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
+
+
+def _telemetry(settings: Settings) -> TelemetryConfig:
+    """FastAPI's own OpenTelemetry, off unless OTEL_ENABLED. Its exception and
+    validation log records stay off: they carry the request's input (passwords)."""
+    enabled = settings.observability.otel_enabled
+    return {
+        "tracing": enabled,
+        "metrics": enabled,
+        "logs": False,
+        "auto_configure": enabled,
+        "exclude": lambda scope: scope.get("path", "").startswith(("/health/", "/metrics")),
+    }
+
+
+def _add_middleware(app: FastAPI, settings: Settings) -> None:
+    """All pure ASGI, added innermost first: the request id wraps everything, 413s and
+    refused hosts included, and the access log sees every final status."""
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        per_path={f"{API_PREFIX}/files": settings.files.max_request_bytes},
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=settings.gzip_minimum_bytes)
+    if settings.is_production:
+        app.add_middleware(HealthExemptTrustedHostMiddleware, allowed_hosts=settings.trusted_hosts)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=False,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
+    app.add_middleware(
+        SecurityHeadersMiddleware, docs_paths=DOCS_PATHS, hsts_seconds=settings.hsts_seconds
+    )
+    app.add_middleware(ObservabilityMiddleware)
+    app.add_middleware(RequestIdMiddleware)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.resolved_log_format)
@@ -82,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ):
             yield {"resources": resources, "hub": hub}
 
-    docs = not settings.is_production
+    docs = settings.docs_on
     app = FastAPI(
         title=settings.project_name,
         version="1.0.0",
@@ -92,37 +156,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if docs else None,
         docs_url="/docs" if docs else None,
         redoc_url="/redoc" if docs else None,
+        servers=[
+            {
+                "url": settings.public_base_url,
+                "description": "The API as its clients reach it (PUBLIC_BASE_URL)",
+            }
+        ],
         generate_unique_id_function=_operation_id,
         swagger_ui_parameters={"persistAuthorization": True},
         responses=problem_responses(422, 500),
+        telemetry=_telemetry(settings),
     )
     install_error_handlers(app)
     app.add_exception_handler(ReplayResponse, replay_handler)
     _document_problems(app)
-
-    # Added innermost first: the request id wraps everything, including 413s.
-    app.add_middleware(
-        BodySizeLimitMiddleware,
-        max_bytes=settings.max_body_bytes,
-        per_path={f"{API_PREFIX}/files": settings.files.max_request_bytes},
-    )
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_credentials=False,
-            allow_methods=["*"],
-            allow_headers=["*"],
-            expose_headers=["ETag", "Location", "X-Request-ID", "Retry-After"],
-        )
-    app.add_middleware(RequestIdMiddleware)
+    _add_middleware(app, settings)
 
     api = APIRouter(prefix=API_PREFIX)
-    api.include_router(auth_router)
-    api.include_router(users_router)
-    api.include_router(items_router)
-    api.include_router(files_router)
-    api.include_router(jobs_router)
+    # Every HTTP route spends its caller's budget; the realtime router declares it on
+    # its SSE route only (a WebSocket has no HTTP response to carry the headers).
+    for router in (auth_router, users_router, items_router, files_router, jobs_router):
+        api.include_router(router, dependencies=[ApiBudget])
     api.include_router(realtime_router)
     app.include_router(api)
     app.include_router(health_router)

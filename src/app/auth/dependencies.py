@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import OAuth2PasswordBearer
+from starlette.requests import HTTPConnection
 
 from app.auth import service as auth_service
 from app.auth.service import AuthKit, Principal
@@ -13,6 +14,7 @@ from app.core.db import after_commit, on_rollback, session_scope
 from app.core.dependencies import RedisDep, ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import Forbidden
 from app.core.idempotency import Idempotency, attach, fingerprint
+from app.core.observability import USER_ID_SCOPE_KEY
 from app.models import Role, User
 
 oauth2_scheme = OAuth2PasswordBearer(
@@ -29,10 +31,20 @@ def get_auth_kit(resources: ResourcesDep) -> AuthKit:
 AuthKitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 
 
+def _remember_caller(connection: HTTPConnection, principal: Principal) -> Principal:
+    # For the access log, which runs outside the routing.
+    connection.scope[USER_ID_SCOPE_KEY] = str(principal.user.id)
+    return principal
+
+
 async def get_principal(
-    token: Annotated[str, Depends(oauth2_scheme)], session: SessionDep, kit: AuthKitDep
+    connection: HTTPConnection,
+    token: Annotated[str, Depends(oauth2_scheme)],
+    session: SessionDep,
+    kit: AuthKitDep,
 ) -> Principal:
-    return await auth_service.authenticate(session, access_token=token, kit=kit)
+    principal = await auth_service.authenticate(session, access_token=token, kit=kit)
+    return _remember_caller(connection, principal)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -50,9 +62,13 @@ async def authenticate_briefly(
 
 
 async def get_stream_principal(
-    token: Annotated[str, Depends(oauth2_scheme)], resources: ResourcesDep, maker: SessionmakerDep
+    connection: HTTPConnection,
+    token: Annotated[str, Depends(oauth2_scheme)],
+    resources: ResourcesDep,
+    maker: SessionmakerDep,
 ) -> Principal:
-    return await authenticate_briefly(token, resources=resources, maker=maker)
+    principal = await authenticate_briefly(token, resources=resources, maker=maker)
+    return _remember_caller(connection, principal)
 
 
 StreamPrincipal = Annotated[Principal, Depends(get_stream_principal)]
@@ -82,10 +98,10 @@ class RequireRole:
 AdminUser = Annotated[User, Depends(RequireRole(Role.admin))]
 
 
-def get_client_address(request: Request) -> str:
+def get_client_address(connection: HTTPConnection) -> str:
     # Behind a proxy, run uvicorn with --proxy-headers/--forwarded-allow-ips so this is
     # the client's address and not the proxy's.
-    return request.client.host if request.client else "unknown"
+    return connection.client.host if connection.client else "unknown"
 
 
 ClientAddress = Annotated[str, Depends(get_client_address)]

@@ -7,6 +7,7 @@ from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service as auth_service
 from app.auth.dependencies import AuthKitDep, ClientAddress, CurrentPrincipal
+from app.auth.ratelimits import PerAddress
 from app.auth.schemas import (
     Accepted,
     LogoutRequest,
@@ -29,7 +30,8 @@ router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(no_store
     "/register",
     status_code=status.HTTP_201_CREATED,
     response_model=UserRead,
-    responses=problem_responses(409),
+    responses=problem_responses(409, 429),
+    dependencies=[Depends(PerAddress("registrations", per_hour="registrations_per_hour"))],
 )
 async def register(body: RegisterRequest, session: SessionDep, kit: AuthKitDep) -> User:
     """Create an account. The password needs at least 8 characters, a letter and a digit."""
@@ -73,7 +75,12 @@ async def logout(
     await auth_service.logout(session, principal, refresh_token=body.refresh_token, kit=kit)
 
 
-@router.post("/password-recovery", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/password-recovery",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(429),
+    dependencies=[Depends(PerAddress("recoveries", per_hour="recoveries_per_hour"))],
+)
 async def password_recovery(body: PasswordRecoveryRequest, session: SessionDep) -> Accepted:
     """Email a single-use password-reset link. Answers the same whether or not the
     account exists."""

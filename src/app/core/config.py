@@ -10,6 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, PositiveInt, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -191,6 +192,37 @@ class FilesSettings(_Group):
         return value
 
 
+class RateLimitSettings(_Group):
+    model_config = SettingsConfigDict(env_prefix="RATE_LIMIT_")
+
+    enabled: bool = True
+    # Requests per minute on /api/v1: per user (bearer token) or per API key, and per
+    # client address for requests that carry neither.
+    per_caller_per_minute: PositiveInt = 600
+    anonymous_per_minute: PositiveInt = 120
+    # Per client address, per hour.
+    registrations_per_hour: PositiveInt = 10
+    recoveries_per_hour: PositiveInt = 5
+
+
+class ObservabilitySettings(_Group):
+    # /metrics answers only with these HTTP Basic credentials; unset: /metrics is off.
+    metrics_username: str | None = None
+    metrics_password: SecretStr | None = None
+    # FastAPI's built-in OpenTelemetry: traces and metrics sent over OTLP/HTTP to
+    # OTEL_EXPORTER_OTLP_ENDPOINT (and the other standard OTEL_* variables).
+    otel_enabled: bool = False
+
+    @field_validator("metrics_username", "metrics_password", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def metrics_enabled(self) -> bool:
+        return bool(self.metrics_username and self.metrics_password)
+
+
 class Settings(_Group):
     environment: Environment = Environment.development
     project_name: str = "App API"
@@ -199,6 +231,16 @@ class Settings(_Group):
     # Where links in emails point (the password-reset page of your front end).
     public_base_url: str = "http://127.0.0.1:8000"
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Host headers accepted in production (TrustedHost); empty: the host of
+    # PUBLIC_BASE_URL. The health probes are always answered.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Strict-Transport-Security max-age; set it when the service is only reached over
+    # HTTPS (0: no HSTS header).
+    hsts_seconds: Annotated[int, Field(ge=0)] = 0
+    # Responses at least this big are gzipped for clients that accept it.
+    gzip_minimum_bytes: PositiveInt = 1000
+    # /docs, /redoc and /openapi.json; default: on, except in production.
+    docs_enabled: bool | None = None
     max_body_bytes: PositiveInt = 1_048_576
     # Files the service keeps (uploads, exports); shared by the API and the worker.
     storage_dir: Path = Path("var/storage")
@@ -217,13 +259,15 @@ class Settings(_Group):
     worker: WorkerProcessSettings = Field(default_factory=WorkerProcessSettings)
     realtime: RealtimeSettings = Field(default_factory=RealtimeSettings)
     files: FilesSettings = Field(default_factory=FilesSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @field_validator("first_superuser_email", "first_superuser_password", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
@@ -256,6 +300,17 @@ class Settings(_Group):
     @property
     def is_production(self) -> bool:
         return self.environment is Environment.production
+
+    @property
+    def docs_on(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else not self.is_production
+
+    @property
+    def trusted_hosts(self) -> list[str]:
+        if self.allowed_hosts:
+            return self.allowed_hosts
+        host = urlsplit(self.public_base_url).hostname
+        return [host] if host else ["*"]
 
     @property
     def resolved_log_format(self) -> Literal["text", "json"]:

@@ -41,6 +41,9 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
             "request_id": getattr(record, "request_id", "-"),
         }
+        http = getattr(record, "http", None)
+        if http is not None:  # an access-log line: its fields, not just its text
+            entry["http"] = http
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -57,7 +60,7 @@ def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # uvicorn and arq install their own handlers; route their records through ours.
-    for name in ("uvicorn", "uvicorn.error", "arq"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "arq"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True

@@ -25,6 +25,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.events import EventPublisher, events_info
 from app.core.jobs import job_info
+from app.core.ratelimit import RateLimiter
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.storage import LocalStorage, Storage
 
@@ -40,6 +41,7 @@ class Resources:
     tokens: TokenCodec
     storage: Storage
     events: EventPublisher
+    limiter: RateLimiter
 
     @classmethod
     @asynccontextmanager
@@ -63,6 +65,7 @@ class Resources:
                 tokens=TokenCodec(settings.auth),
                 storage=LocalStorage(settings.storage_dir),
                 events=EventPublisher(redis, settings.realtime),
+                limiter=RateLimiter(redis),
             )
 
     def session_info(self) -> dict[str, object]:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError
 from app.core.config import Settings
 from app.core.events import BUS_KEY, Envelope, user_stream_key
 from app.core.ids import uuid7
+from app.core.observability import REDIS_ERRORS
 from app.core.resources import build_redis
 
 logger = logging.getLogger(__name__)
@@ -276,6 +277,7 @@ class EventHub:
             except (RedisError, OSError) as exc:
                 if self._stopping.is_set():
                     return
+                REDIS_ERRORS.labels("events-bus").inc()
                 logger.warning("event bus unreachable (%s); retrying", exc)
                 await asyncio.sleep(1)
                 continue
@@ -302,4 +304,5 @@ class EventHub:
                         pipe.pexpire(key, LEASE_SECONDS * 1000)
                     await pipe.execute()
             except (RedisError, OSError) as exc:
+                REDIS_ERRORS.labels("connection-leases").inc()
                 logger.warning("could not renew connection leases: %s", exc)

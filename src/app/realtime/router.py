@@ -8,6 +8,7 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from redis.exceptions import RedisError
 
 from app.auth.dependencies import authenticate_briefly
+from app.auth.ratelimits import ApiBudget
 from app.core.dependencies import ResourcesDep, SessionmakerDep
 from app.core.errors import AppError, problem_responses
 from app.models import Role
@@ -31,6 +32,7 @@ _EVENT_STREAM = {
 @router.get(
     "/events",
     response_class=EventSourceResponse,
+    dependencies=[ApiBudget],
     responses={200: _EVENT_STREAM, **problem_responses(401, 403, 422, 429, 503)},
 )
 async def stream_events(
