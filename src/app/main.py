@@ -30,6 +30,7 @@ from app.core.middleware import (
 from app.core.observability import ObservabilityMiddleware
 from app.core.resources import Resources
 from app.files.router import router as files_router
+from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.jobs.router import router as jobs_router
@@ -180,6 +181,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(realtime_router)
     app.include_router(api)
     app.include_router(health_router)
+    app.include_router(metrics_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

@@ -47,9 +47,7 @@ async def api_budget(
     if not settings.enabled:
         return
     identity, authenticated = caller_identity(connection, resources)
-    per_minute = (
-        settings.per_caller_per_minute if authenticated else settings.anonymous_per_minute
-    )
+    per_minute = settings.per_caller_per_minute if authenticated else settings.anonymous_per_minute
     decision = await resources.limiter.hit(Limit("api", per_minute, 60), identity)
     if not decision.admitted:
         raise decision.refuse()
@@ -76,4 +74,3 @@ class PerAddress:
         decision = await resources.limiter.hit(limit, get_client_address(connection))
         if not decision.admitted:
             raise decision.refuse()
-

@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.context import request_id_from_scope
+from app.core.observability import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -223,6 +224,8 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:
     logger.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        REDIS_ERRORS.labels("request").inc()
     return problem(
         request,
         status=503,

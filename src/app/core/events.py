@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import RealtimeSettings
 from app.core.db import after_commit
+from app.core.observability import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
 
@@ -144,4 +145,5 @@ async def _send(session: AsyncSession, publisher: EventPublisher) -> None:
     except (RedisError, OSError) as exc:
         # The write is committed; live clients miss these events and see the change
         # the next time they read it.
+        REDIS_ERRORS.labels("events-publish").inc()
         logger.warning("%d events not published: %s", len(events), exc)

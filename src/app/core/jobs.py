@@ -36,6 +36,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import job_metrics
 from app.core.context import request_id_var
 from app.core.db import after_commit, utcnow
 from app.core.ids import uuid7
@@ -156,6 +157,18 @@ async def _leased(ctx: dict[str, Any], job_id: str) -> AsyncIterator[None]:
             await lease
 
 
+_counting: set[asyncio.Task[None]] = set()
+
+
+def _count(ctx: dict[str, Any], name: str, outcome: str, seconds: float) -> None:
+    """Add the run to the job metrics, without making the job wait for Redis."""
+    redis = ctx.get("redis")
+    if isinstance(redis, ArqRedis):
+        task = asyncio.create_task(job_metrics.record(redis, name, outcome, seconds))
+        _counting.add(task)
+        task.add_done_callback(_counting.discard)
+
+
 def _logged(name: str, function: JobFunction) -> JobFunction:
     """Log start, end, duration and outcome of every run, with the job id on each line;
     hold the run's in-progress lease."""
@@ -179,7 +192,9 @@ def _logged(name: str, function: JobFunction) -> JobFunction:
             outcome = "cancelled"
             raise
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            elapsed_ms = elapsed * 1000
+            _count(ctx, name, outcome, elapsed)
             log = logger.error if outcome == "failed" else logger.info
             log(
                 "job end %s id=%s try=%s outcome=%s duration_ms=%.1f",

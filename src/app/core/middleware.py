@@ -116,9 +116,7 @@ class SecurityHeadersMiddleware:
     Content-Security-Policy that forbids everything on API responses (and allows what
     the docs pages need on them), and HSTS when the service is served over HTTPS."""
 
-    def __init__(
-        self, app: ASGIApp, *, docs_paths: frozenset[str], hsts_seconds: int = 0
-    ) -> None:
+    def __init__(self, app: ASGIApp, *, docs_paths: frozenset[str], hsts_seconds: int = 0) -> None:
         self.app = app
         self.docs_paths = docs_paths
         self.fixed = [
