@@ -24,7 +24,7 @@ oauth2_scheme = OAuth2PasswordBearer(
 )
 
 
-def get_auth_kit(resources: ResourcesDep) -> AuthKit:
+async def get_auth_kit(resources: ResourcesDep) -> AuthKit:
     return AuthKit.from_resources(resources)
 
 
@@ -74,7 +74,7 @@ async def get_stream_principal(
 StreamPrincipal = Annotated[Principal, Depends(get_stream_principal)]
 
 
-def get_current_user(principal: CurrentPrincipal) -> User:
+async def get_current_user(principal: CurrentPrincipal) -> User:
     return principal.user
 
 
@@ -87,7 +87,7 @@ class RequireRole:
     def __init__(self, *roles: Role) -> None:
         self.roles = frozenset(roles)
 
-    def __call__(self, user: CurrentUser) -> User:
+    async def __call__(self, user: CurrentUser) -> User:
         if user.role not in self.roles:
             raise Forbidden(
                 "This operation needs one of the roles: " + ", ".join(sorted(self.roles))
@@ -98,10 +98,14 @@ class RequireRole:
 AdminUser = Annotated[User, Depends(RequireRole(Role.admin))]
 
 
-def get_client_address(connection: HTTPConnection) -> str:
+def client_address(connection: HTTPConnection) -> str:
     # Behind a proxy, run uvicorn with --proxy-headers/--forwarded-allow-ips so this is
     # the client's address and not the proxy's.
     return connection.client.host if connection.client else "unknown"
+
+
+async def get_client_address(connection: HTTPConnection) -> str:
+    return client_address(connection)
 
 
 ClientAddress = Annotated[str, Depends(get_client_address)]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from fastapi import Depends, Response
 from starlette.requests import HTTPConnection
 
-from app.auth.dependencies import get_client_address
+from app.auth.dependencies import client_address
 from app.core.config import RateLimitSettings
 from app.core.dependencies import ResourcesDep
 from app.core.ratelimit import Limit
@@ -36,7 +36,7 @@ def caller_identity(connection: HTTPConnection, resources: ResourcesDep) -> tupl
             pass
         else:
             return f"user:{claims['sub']}", True
-    return f"addr:{get_client_address(connection)}", False
+    return f"addr:{client_address(connection)}", False
 
 
 async def api_budget(
@@ -71,6 +71,6 @@ class PerAddress:
         if not settings.enabled:
             return
         limit = Limit(self.name, getattr(settings, self.per_hour), 3600)
-        decision = await resources.limiter.hit(limit, get_client_address(connection))
+        decision = await resources.limiter.hit(limit, client_address(connection))
         if not decision.admitted:
             raise decision.refuse()

@@ -14,7 +14,7 @@ from app.core.db import session_scope
 from app.core.resources import Resources
 
 
-def get_resources(connection: HTTPConnection) -> Resources:
+async def get_resources(connection: HTTPConnection) -> Resources:
     resources: Resources = connection.state.resources
     return resources
 
@@ -22,14 +22,14 @@ def get_resources(connection: HTTPConnection) -> Resources:
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-def get_redis(resources: ResourcesDep) -> Redis:
+async def get_redis(resources: ResourcesDep) -> Redis:
     return resources.redis
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
-def get_sessionmaker(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:
+async def get_sessionmaker(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:
     """Overridden by the tests to bind every session to one rolled-back transaction."""
     return resources.sessionmaker
 

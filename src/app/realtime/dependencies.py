@@ -15,7 +15,7 @@ from app.realtime.hub import ConnectionLimitReached, Draining, EventHub, Subscri
 from app.realtime.schemas import EventScope
 
 
-def get_hub(connection: HTTPConnection) -> EventHub:
+async def get_hub(connection: HTTPConnection) -> EventHub:
     hub: EventHub = connection.state.hub
     return hub
 
