@@ -19,11 +19,11 @@ from app.auth.schemas import (
 )
 from app.core.dependencies import SessionDep
 from app.core.errors import problem_responses
-from app.core.http import no_store
+from app.core.http import NO_STORE
 from app.models import User
 from app.users.schemas import UserRead
 
-router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[Depends(no_store)])
+router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[NO_STORE])
 
 
 @router.post(

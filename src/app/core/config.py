@@ -241,6 +241,8 @@ class Settings(_Group):
     gzip_minimum_bytes: PositiveInt = 1000
     # /docs, /redoc and /openapi.json; default: on, except in production.
     docs_enabled: bool | None = None
+    # Seconds GET /items/{id} may answer from Redis (kept right by every write; 0: off).
+    item_cache_seconds: Annotated[int, Field(ge=0)] = 60
     max_body_bytes: PositiveInt = 1_048_576
     # Files the service keeps (uploads, exports); shared by the API and the worker.
     storage_dir: Path = Path("var/storage")

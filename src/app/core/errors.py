@@ -174,6 +174,8 @@ def problem(
     if errors is not None:
         body["errors"] = list(errors)
     response_headers = dict(headers or {})
+    # An error describes one moment (a 429, a 503, a 404 before a create): never kept.
+    response_headers.setdefault("Cache-Control", "no-store")
     if request_id:
         response_headers.setdefault("X-Request-ID", request_id)
     return JSONResponse(body, status_code=status, headers=response_headers, media_type=PROBLEM_JSON)

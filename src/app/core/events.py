@@ -115,17 +115,21 @@ def events_info(publisher: EventPublisher) -> dict[str, object]:
     return {EVENTS_INFO_KEY: publisher}
 
 
+EventData = BaseModel | dict[str, Any] | str  # a str is JSON text, rendered already
+
+
 def render(
-    user_id: UUID, type_: str, data: BaseModel | dict[str, Any], *, ts: datetime | None = None
+    user_id: UUID, type_: str, data: EventData, *, ts: datetime | None = None
 ) -> PendingEvent:
-    body = data.model_dump_json() if isinstance(data, BaseModel) else json.dumps(data)
+    if isinstance(data, BaseModel):
+        body = data.model_dump_json()
+    else:
+        body = data if isinstance(data, str) else json.dumps(data)
     moment = (ts or datetime.now(UTC)).isoformat(timespec="milliseconds")
     return PendingEvent(user_id=user_id, type=type_, ts=moment, data=body)
 
 
-def publish_after_commit(
-    session: AsyncSession, user_id: UUID, type_: str, data: BaseModel | dict[str, Any]
-) -> None:
+def publish_after_commit(session: AsyncSession, user_id: UUID, type_: str, data: EventData) -> None:
     """Publish `type_` with `data` (rendered now) to `user_id` once this session's
     transaction commits."""
     publisher = session.info.get(EVENTS_INFO_KEY)

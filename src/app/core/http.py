@@ -41,7 +41,7 @@ class Precondition:
         )
 
 
-def get_precondition(
+async def get_precondition(
     if_match: Annotated[
         str | None,
         Header(
@@ -72,8 +72,24 @@ def set_validators(response: Response, etag: str, *, cache_control: str) -> None
     response.headers["Cache-Control"] = cache_control
 
 
-def no_store(response: Response) -> None:
-    """A dependency for routers whose answers (credentials, account data) must never be
-    cached (RFC 6749 §5.1)."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
+# May be kept by the client (never by shared caches) but must be revalidated with its
+# ETag before each use.
+REVALIDATE = "private, no-cache"
+
+
+class CacheControl:
+    """A router- or route-level dependency that sets the answer's Cache-Control, so
+    each part of the API declares how it may be cached in one place."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    async def __call__(self, response: Response) -> None:
+        response.headers["Cache-Control"] = self.value
+        if "no-store" in self.value:
+            response.headers["Pragma"] = "no-cache"  # HTTP/1.0 caches
+
+
+# Credentials and account data are never stored anywhere (RFC 6749 §5.1).
+NO_STORE = Depends(CacheControl("no-store"))
+REVALIDATE_WITH_ETAG = Depends(CacheControl(REVALIDATE))

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.core.cache import VersionedCache, cache_info
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.events import EventPublisher, events_info
@@ -42,6 +43,7 @@ class Resources:
     storage: Storage
     events: EventPublisher
     limiter: RateLimiter
+    cache: VersionedCache
 
     @classmethod
     @asynccontextmanager
@@ -66,11 +68,13 @@ class Resources:
                 storage=LocalStorage(settings.storage_dir),
                 events=EventPublisher(redis, settings.realtime),
                 limiter=RateLimiter(redis),
+                cache=VersionedCache(redis, ttl_seconds=settings.item_cache_seconds),
             )
 
     def session_info(self) -> dict[str, object]:
-        """What a session needs to enqueue jobs and publish events after its commit."""
-        return job_info(self.arq) | events_info(self.events)
+        """What a session needs to enqueue jobs, publish events and update the cache
+        after its commit."""
+        return job_info(self.arq) | events_info(self.events) | cache_info(self.cache)
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work (`session_scope`) that may enqueue jobs and publish events."""

@@ -10,17 +10,20 @@ from fastapi.responses import FileResponse
 from app.auth.dependencies import CurrentUser, StreamPrincipal
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import NotFound, problem_responses
-from app.core.http import not_modified_unless_changed
+from app.core.http import REVALIDATE, REVALIDATE_WITH_ETAG, not_modified_unless_changed
 from app.core.pagination import Page, Paged, PageParams
 from app.files import service as file_service
 from app.files.responses import StoredFileResponse
 from app.files.schemas import MAX_DESCRIPTION_CHARS, FileRead
 from app.models import StoredFile
 
-router = APIRouter(prefix="/files", tags=["files"], responses=problem_responses(401))
+router = APIRouter(
+    prefix="/files",
+    tags=["files"],
+    dependencies=[REVALIDATE_WITH_ETAG],
+    responses=problem_responses(401),
+)
 
-# Clients may keep a copy but must revalidate it (the ETag is the content's SHA-256).
-REVALIDATE = "private, no-cache"
 
 # The body is parsed by the endpoint as it streams (see app.files.upload), so FastAPI is
 # told its shape instead of parsing it: the documented way to take over body parsing.

@@ -1,15 +1,40 @@
-"""The realtime events of items, published once the change has committed."""
+"""What every committed change to an item sets off: the realtime event to its owner and
+the refreshed cache entry of GET /items/{id}, both from the same rendered body."""
 
 from __future__ import annotations
 
+from uuid import UUID
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import TOMBSTONE_VERSION, store_after_commit
 from app.core.events import publish_after_commit
 from app.items.schemas import ItemRead
 from app.models import Item
 from app.realtime.schemas import EventType
 
 
+def cache_key(item_id: UUID) -> str:
+    return f"cache:item:{item_id}"
+
+
+def cache_value(owner_id: UUID, body: str) -> str:
+    return f"{owner_id}|{body}"
+
+
 def announce(session: AsyncSession, item: Item, event: EventType) -> None:
-    """Tell the owner's realtime clients, with the item's REST body."""
-    publish_after_commit(session, item.owner_id, event, ItemRead.model_validate(item))
+    """Tell the owner's realtime clients and refresh the cache, once committed."""
+    body = ItemRead.model_validate(item).model_dump_json()
+    publish_after_commit(session, item.owner_id, event, body)
+    if event is EventType.item_deleted:
+        store_after_commit(session, cache_key(item.id), TOMBSTONE_VERSION, "")
+    else:
+        store_after_commit(
+            session, cache_key(item.id), item.version, cache_value(item.owner_id, body)
+        )
+
+
+def forget(session: AsyncSession, item_ids: list[UUID]) -> None:
+    """Items that go without an event of their own (their owner was deleted)."""
+    for item_id in item_ids:
+        store_after_commit(session, cache_key(item_id), TOMBSTONE_VERSION, "")

@@ -42,6 +42,10 @@ async def delete(session: AsyncSession, item: Item) -> bool:
     return (await session.execute(statement)).first() is not None
 
 
+async def ids_of(session: AsyncSession, owner_id: UUID) -> list[UUID]:
+    return list(await session.scalars(select(Item.id).where(Item.owner_id == owner_id)))
+
+
 async def exists(session: AsyncSession, item_id: UUID) -> bool:
     return await session.scalar(select(Item.id).where(Item.id == item_id)) is not None
 

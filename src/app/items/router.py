@@ -8,7 +8,14 @@ from fastapi import APIRouter, Header, Query, Request, Response, status
 from app.auth.dependencies import CurrentUser, IdempotencyDep
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
-from app.core.http import IfMatch, etag_of, not_modified_unless_changed, set_validators
+from app.core.http import (
+    REVALIDATE,
+    REVALIDATE_WITH_ETAG,
+    IfMatch,
+    etag_of,
+    not_modified_unless_changed,
+    set_validators,
+)
 from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
 from app.files.schemas import AttachmentCreate
@@ -21,11 +28,9 @@ router = APIRouter(
     prefix="/items",
     tags=["items"],
     route_class=IdempotentRoute,
+    dependencies=[REVALIDATE_WITH_ETAG],
     responses=problem_responses(401),
 )
-
-# Clients may cache an item but must revalidate it (If-None-Match) before each use.
-REVALIDATE = "private, no-cache"
 
 
 def _versioned(response: Response, item: Item) -> None:
@@ -93,14 +98,19 @@ async def read_item(
     item_id: UUID,
     user: CurrentUser,
     session: SessionDep,
-    response: Response,
+    resources: ResourcesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
-) -> Item:
+) -> Response:
     """One item, with its `ETag`; 304 when `If-None-Match` still matches."""
-    item = await item_service.get(session, user, item_id)
-    not_modified_unless_changed(if_none_match, etag_of(item.version), cache_control=REVALIDATE)
-    _versioned(response, item)
-    return item
+    item = await item_service.read_body(session, user, item_id, cache=resources.cache)
+    etag = etag_of(item.version)
+    not_modified_unless_changed(if_none_match, etag, cache_control=REVALIDATE)
+    # The body is ItemRead's JSON already (rendered when it was read or written).
+    return Response(
+        item.json,
+        media_type="application/json",
+        headers={"ETag": etag, "Cache-Control": REVALIDATE},
+    )
 
 
 @router.put("/{item_id}", response_model=ItemRead, responses=problem_responses(404, 412))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.cache import VersionedCache
 from app.core.db import utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
 from app.files import service as file_service
 from app.items import repository
-from app.items.events import announce
-from app.items.schemas import ItemCreate, ItemFilters, ItemReplace, ItemUpdate
+from app.items.events import announce, cache_key, cache_value
+from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs import service as job_service
 from app.models import Item, Job, Role, User
 from app.realtime.schemas import EventType
@@ -33,6 +35,31 @@ async def get(session: AsyncSession, actor: User, item_id: UUID) -> Item:
     if item is None or (item.owner_id != actor.id and not _sees_everything(actor)):
         raise NotFound("Item not found")
     return item
+
+
+@dataclass(frozen=True, slots=True)
+class ItemBody:
+    """An item as GET /items/{id} answers it: its version (the ETag) and JSON body."""
+
+    version: int
+    json: str
+
+
+async def read_body(
+    session: AsyncSession, actor: User, item_id: UUID, *, cache: VersionedCache
+) -> ItemBody:
+    """The item's body, from the cache when it holds it (cache-aside; writes keep it
+    right, see app.core.cache), else from the database, filling the cache."""
+    entry = await cache.get(cache_key(item_id))
+    if entry is not None:
+        owner_id, _, body = entry.value.partition("|")
+        if owner_id != str(actor.id) and not _sees_everything(actor):
+            raise NotFound("Item not found")
+        return ItemBody(entry.version, body)
+    item = await get(session, actor, item_id)
+    body = ItemRead.model_validate(item).model_dump_json()
+    await cache.store(cache_key(item.id), item.version, cache_value(item.owner_id, body))
+    return ItemBody(item.version, body)
 
 
 async def list_page(

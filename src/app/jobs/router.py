@@ -9,12 +9,16 @@ from fastapi.responses import FileResponse
 from app.auth.dependencies import CurrentUser
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
+from app.core.http import NO_STORE
 from app.core.pagination import Page, PageParams
 from app.jobs import service as job_service
 from app.jobs.schemas import JobRead
 from app.models import Job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=problem_responses(401))
+# A job's status changes while clients poll it: never kept.
+router = APIRouter(
+    prefix="/jobs", tags=["jobs"], dependencies=[NO_STORE], responses=problem_responses(401)
+)
 
 
 def job_read(request: Request, job: Job) -> JobRead:

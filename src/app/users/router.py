@@ -3,12 +3,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Query, status
 
 from app.auth.dependencies import AdminUser, AuthKitDep, ClientAddress, CurrentUser
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
-from app.core.http import no_store
+from app.core.http import NO_STORE
 from app.core.pagination import Page, Paged, PageParams
 from app.models import User
 from app.users import service as user_service
@@ -17,7 +17,7 @@ from app.users.schemas import UserAdminUpdate, UserRead, UserUpdateMe
 router = APIRouter(
     prefix="/users",
     tags=["users"],
-    dependencies=[Depends(no_store)],
+    dependencies=[NO_STORE],
     responses=problem_responses(401),
 )
 

@@ -12,6 +12,8 @@ from app.auth.throttle import LoginThrottle
 from app.core.errors import Conflict, Forbidden, NotFound
 from app.core.pagination import Paged, PageParams
 from app.core.security import PasswordHasher
+from app.items import events as item_events
+from app.items import repository as item_repository
 from app.models import Role, User
 from app.users import repository
 from app.users.schemas import UserAdminUpdate, UserUpdateMe
@@ -49,7 +51,7 @@ async def update_me(
 
 async def delete_me(session: AsyncSession, user: User) -> None:
     await _keep_an_admin(session, user)
-    await repository.delete(session, user)
+    await _delete(session, user)
 
 
 async def update(
@@ -72,6 +74,13 @@ async def update(
 async def delete(session: AsyncSession, user_id: UUID) -> None:
     user = await get(session, user_id)
     await _keep_an_admin(session, user)
+    await _delete(session, user)
+
+
+async def _delete(session: AsyncSession, user: User) -> None:
+    """Delete the account; its items go with it (ON DELETE CASCADE), so their cached
+    copies are forgotten once that commits."""
+    item_events.forget(session, await item_repository.ids_of(session, user.id))
     await repository.delete(session, user)
 
 

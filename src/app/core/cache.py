@@ -1,0 +1,115 @@
+"""A read-through cache in Redis for versioned objects, kept right by their writes.
+
+Each entry holds an object's version with its value. Writes are version-checked in one
+Lua call, so the newer version always wins whoever writes last:
+- a reader that missed fills the entry with what it read from the database;
+- a committed write stores its new version (registered with `store_after_commit`, so a
+  rolled-back write never reaches the cache);
+- a deletion leaves a tombstone that no fill can overwrite until it expires.
+A reader that loaded version 1 just before a writer committed version 2 can therefore
+never put version 1 back. Entries expire after `ttl_seconds`, which bounds how long an
+entry may outlive a write whose cache update failed (Redis down at that moment). Redis
+errors on reads only cost a trip to the database.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.db import after_commit
+from app.core.observability import REDIS_ERRORS
+
+logger = logging.getLogger(__name__)
+
+CACHE_INFO_KEY = "cache"
+_PENDING_KEY = "pending_cache_writes"
+TOMBSTONE_VERSION = 2**53  # newer than any real version: deletion wins
+
+# KEYS: the entry. ARGV: version, value, ttl (s). Stores "<version>|<value>" unless the
+# entry holds the same or a newer version; 1 when stored.
+_STORE_IF_NEWER = """
+local current = redis.call('GET', KEYS[1])
+if current then
+    local version = tonumber(string.match(current, '^(%d+)|'))
+    if version and version >= tonumber(ARGV[1]) then
+        return 0
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. '|' .. ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    version: int
+    value: str
+
+
+class VersionedCache:
+    def __init__(self, redis: Redis, *, ttl_seconds: int) -> None:
+        self._redis = redis
+        self._store = redis.register_script(_STORE_IF_NEWER)
+        self.ttl_seconds = ttl_seconds
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl_seconds > 0
+
+    async def get(self, key: str) -> Entry | None:
+        """The cached entry; None on a miss, a tombstone or a Redis error."""
+        if not self.enabled:
+            return None
+        try:
+            raw: str | None = await self._redis.get(key)
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("cache").inc()
+            logger.warning("cache read failed, using the database: %s", exc)
+            return None
+        if raw is None:
+            return None
+        version, _, value = raw.partition("|")
+        if int(version) >= TOMBSTONE_VERSION:
+            return None
+        return Entry(int(version), value)
+
+    async def store(self, key: str, version: int, value: str) -> None:
+        """Keep `value` as `version` unless the entry is already as new (best effort)."""
+        if not self.enabled:
+            return
+        try:
+            await self._store(keys=[key], args=[version, value, self.ttl_seconds])
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("cache").inc()
+            logger.warning("cache write failed: %s", exc)
+
+    async def forget(self, key: str) -> None:
+        await self.store(key, TOMBSTONE_VERSION, "")
+
+
+def cache_info(cache: VersionedCache) -> dict[str, object]:
+    """`session_scope(..., info=cache_info(cache))`: lets the session update the cache."""
+    return {CACHE_INFO_KEY: cache}
+
+
+def store_after_commit(session: AsyncSession, key: str, version: int, value: str) -> None:
+    """Store (or, with TOMBSTONE_VERSION, forget) the entry once the session commits."""
+    cache = session.info.get(CACHE_INFO_KEY)
+    if not isinstance(cache, VersionedCache):
+        msg = "this session was not opened with session_scope(..., info=cache_info(...))"
+        raise TypeError(msg)
+    pending: list[tuple[str, int, str]] = session.info.setdefault(_PENDING_KEY, [])
+    if not pending:
+        after_commit(session, functools.partial(_flush, session, cache))
+    pending.append((key, version, value))
+
+
+async def _flush(session: AsyncSession, cache: VersionedCache) -> None:
+    for key, version, value in session.info.pop(_PENDING_KEY, []):
+        await cache.store(key, version, value)

@@ -1,0 +1,95 @@
+"""GET /items/{id} answers from Redis, and no read is ever stale after a write."""
+
+from __future__ import annotations
+
+import httpx
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.core.resources import Resources
+from app.items.events import cache_key
+from app.models import Item
+from tests.factories import create_account, create_admin, create_item
+from tests.files.conftest import upload_one
+
+ITEMS = "/api/v1/items"
+
+
+async def test_reads_come_from_the_cache_once_filled(
+    client: httpx.AsyncClient, db: AsyncSession, resources: Resources
+) -> None:
+    account = await create_account(client)
+    item = await create_item(client, account)
+    url = f"{ITEMS}/{item['id']}"
+    first = await client.get(url, headers=account.headers)
+    assert first.json() == item
+    assert await resources.redis.exists(cache_key(item["id"]))
+    # A change behind the service's back is not seen: the answer is the cached one.
+    await db.execute(update(Item).where(Item.id == item["id"]).values(title="Sneaky"))
+    await db.commit()
+    cached = await client.get(url, headers=account.headers)
+    assert cached.json() == item
+    assert cached.headers["etag"] == first.headers["etag"]
+
+
+async def test_no_stale_read_follows_a_write(client: httpx.AsyncClient) -> None:
+    account = await create_account(client)
+    item = await create_item(client, account)
+    url = f"{ITEMS}/{item['id']}"
+    await client.get(url, headers=account.headers)  # cached
+
+    patched = await client.patch(url, json={"title": "Blue lamp"}, headers=account.headers)
+    read = await client.get(url, headers=account.headers)
+    assert read.json() == patched.json()
+    assert read.json()["title"] == "Blue lamp"
+    assert read.headers["etag"] == patched.headers["etag"]
+
+    replaced = await client.put(
+        url, json={"title": "Green lamp", "price": "1.00"}, headers=account.headers
+    )
+    assert (await client.get(url, headers=account.headers)).json() == replaced.json()
+
+    file = await upload_one(client, account, ("a.txt", b"a", "text/plain"))
+    attached = await client.post(
+        f"{url}/attachments", json={"file_id": file["id"]}, headers=account.headers
+    )
+    assert (await client.get(url, headers=account.headers)).json() == attached.json()
+
+    await client.delete(f"/api/v1/files/{file['id']}", headers=account.headers)
+    detached = (await client.get(url, headers=account.headers)).json()
+    assert detached["attachments"] == []
+    assert detached["version"] == attached.json()["version"] + 1
+
+    assert (await client.delete(url, headers=account.headers)).status_code == 204
+    assert (await client.get(url, headers=account.headers)).status_code == 404
+
+
+async def test_a_cached_item_is_still_404_for_another_user(client: httpx.AsyncClient) -> None:
+    owner, other = await create_account(client), await create_account(client)
+    item = await create_item(client, owner)
+    await client.get(f"{ITEMS}/{item['id']}", headers=owner.headers)  # cached
+    response = await client.get(f"{ITEMS}/{item['id']}", headers=other.headers)
+    assert response.status_code == 404
+
+
+async def test_a_deleted_owners_items_leave_the_cache(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    admin, user = await create_admin(client, db), await create_account(client)
+    item = await create_item(client, user)
+    url = f"{ITEMS}/{item['id']}"
+    assert (await client.get(url, headers=admin.headers)).status_code == 200  # cached
+    assert (await client.delete("/api/v1/users/me", headers=user.headers)).status_code == 204
+    assert (await client.get(url, headers=admin.headers)).status_code == 404
+
+
+async def test_an_older_version_never_replaces_a_newer_one(resources: Resources) -> None:
+    cache = resources.cache
+    await cache.store("cache:item:x", 2, 'owner|{"version": 2}')
+    await cache.store("cache:item:x", 1, 'owner|{"version": 1}')  # a slow reader
+    entry = await cache.get("cache:item:x")
+    assert entry is not None
+    assert (entry.version, entry.value) == (2, 'owner|{"version": 2}')
+    await cache.forget("cache:item:x")
+    await cache.store("cache:item:x", 3, "owner|{}")  # a fill after the deletion
+    assert await cache.get("cache:item:x") is None
