@@ -4,6 +4,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from pydantic import SecretStr
 
+from app.auth.scopes import Scope
 from app.core.config import AuthSettings, Environment, MailSettings
 from app.main import create_app
 from tests.conftest import build_test_settings
@@ -16,10 +17,18 @@ async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
     assert (await client.get("/redoc")).status_code == 200
     schema = (await client.get("/openapi.json")).json()
-    assert schema["components"]["securitySchemes"]["OAuth2PasswordBearer"]["flows"]["password"] == {
-        "tokenUrl": "/api/v1/auth/token",
-        "refreshUrl": "/api/v1/auth/refresh",
-        "scopes": {},
+    schemes = schema["components"]["securitySchemes"]
+    password = schemes["OAuth2PasswordBearer"]["flows"]["password"]
+    assert (password["tokenUrl"], password["refreshUrl"]) == (
+        "/api/v1/auth/token",
+        "/api/v1/auth/refresh",
+    )
+    assert set(password["scopes"]) == {scope.value for scope in Scope}
+    assert schemes["APIKeyHeader"] | {"description": ""} == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "",
     }
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 
+from app.api_keys.router import router as api_keys_router
 from app.auth.ratelimits import ApiBudget
 from app.auth.router import router as auth_router
 from app.core.config import Settings
@@ -41,6 +42,10 @@ from app.users.router import router as users_router
 OPENAPI_TAGS = [
     {"name": "auth", "description": "Accounts, tokens and password recovery."},
     {"name": "users", "description": "Your account, and every account for admins."},
+    {
+        "name": "api-keys",
+        "description": "Personal API keys for machine clients, limited by scopes.",
+    },
     {"name": "items", "description": "The main resource: CRUD, filters, search, ETags."},
     {
         "name": "files",
@@ -176,7 +181,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api = APIRouter(prefix=API_PREFIX)
     # Every HTTP route spends its caller's budget; the realtime router declares it on
     # its SSE route only (a WebSocket has no HTTP response to carry the headers).
-    for router in (auth_router, users_router, items_router, files_router, jobs_router):
+    for router in (
+        auth_router,
+        users_router,
+        api_keys_router,
+        items_router,
+        files_router,
+        jobs_router,
+    ):
         api.include_router(router, dependencies=[ApiBudget])
     api.include_router(realtime_router)
     app.include_router(api)

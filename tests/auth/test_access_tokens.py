@@ -59,7 +59,7 @@ async def test_missing_token_is_401_with_www_authenticate(client: httpx.AsyncCli
     response = await client.get(ME)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.json()["type"] == "about:blank"
+    assert response.json()["type"] == "urn:problem:unauthorized"
 
 
 async def test_expired_token_is_401(client: httpx.AsyncClient, settings: Settings) -> None:

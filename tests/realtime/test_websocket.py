@@ -282,3 +282,25 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_carry_on(
 async def _no_leases(resources: Resources, key: str) -> bool:
     count: int = await resources.redis.zcard(key)
     return count == 0
+
+
+async def test_an_api_key_needs_the_events_scope(cluster: Cluster, api: httpx.AsyncClient) -> None:
+    account = await live_account(api)
+    keys = {}
+    for scopes in (["events:read"], ["items:read"]):
+        created = await api.post(
+            "/api/v1/users/me/api-keys",
+            json={"name": "robot", "scopes": scopes},
+            headers=account.headers,
+        )
+        keys[scopes[0]] = created.json()["key"]
+    async with connect(
+        cluster.a.ws_url, additional_headers={"X-API-Key": keys["events:read"]}
+    ) as ws:
+        item = await create_item(api, account)
+        assert (await next_message(ws))["data"]["id"] == item["id"]
+    async with connect(
+        cluster.a.ws_url, additional_headers={"X-API-Key": keys["items:read"]}
+    ) as ws:
+        code, reason = await closed_with(ws)
+    assert (code, reason) == (1008, "this API key lacks the scope events:read")

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
-from fastapi.security import OAuth2PasswordBearer
+from fastapi import BackgroundTasks, Depends, Header, Request, Security
+from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
+from app.api_keys import service as api_key_service
 from app.auth import service as auth_service
+from app.auth.scopes import DESCRIPTIONS, Scope
 from app.auth.service import AuthKit, Principal
 from app.core.db import after_commit, on_rollback, session_scope
 from app.core.dependencies import RedisDep, ResourcesDep, SessionDep, SessionmakerDep
-from app.core.errors import Forbidden
+from app.core.errors import Forbidden, Unauthorized
 from app.core.idempotency import Idempotency, attach, fingerprint
 from app.core.observability import USER_ID_SCOPE_KEY
 from app.models import Role, User
@@ -20,8 +23,19 @@ from app.models import Role, User
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/api/v1/auth/token",
     refreshUrl="/api/v1/auth/refresh",
-    description="Log in with your email as `username`; the access token is sent as a bearer token.",
+    scopes={scope.value: description for scope, description in DESCRIPTIONS.items()},
+    description="Log in with your email as `username`; the access token is sent as a "
+    "bearer token and may do everything your role allows (scopes restrict API keys only).",
+    auto_error=False,
 )
+api_key_scheme = APIKeyHeader(
+    name="X-API-Key",
+    description="A personal API key (`POST /api/v1/users/me/api-keys`), limited to its scopes.",
+    auto_error=False,
+)
+
+BearerToken = Annotated[str | None, Depends(oauth2_scheme)]
+ApiKeyValue = Annotated[str | None, Depends(api_key_scheme)]
 
 
 async def get_auth_kit(resources: ResourcesDep) -> AuthKit:
@@ -31,54 +45,117 @@ async def get_auth_kit(resources: ResourcesDep) -> AuthKit:
 AuthKitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 
 
-def _remember_caller(connection: HTTPConnection, principal: Principal) -> Principal:
+async def _authenticate(
+    security_scopes: SecurityScopes,
+    connection: HTTPConnection,
+    token: str | None,
+    api_key: str | None,
+    session: AsyncSession,
+    kit: AuthKit,
+) -> Principal:
+    """The caller, from an API key or else a bearer token, holding every scope the
+    route (and the dependencies in between) declared."""
+    if api_key:
+        principal = await api_key_service.authenticate(session, api_key)
+    elif token:
+        principal = await auth_service.authenticate(session, access_token=token, kit=kit)
+    else:
+        raise Unauthorized("Send a bearer token or an X-API-Key")
+    missing = sorted(set(security_scopes.scopes) - principal.scopes)
+    if missing:
+        raise Forbidden(
+            f"This API key lacks the scopes: {', '.join(missing)}",
+            headers={
+                "WWW-Authenticate": (
+                    f'Bearer error="insufficient_scope", scope="{security_scopes.scope_str}"'
+                )
+            },
+        )
     # For the access log, which runs outside the routing.
     connection.scope[USER_ID_SCOPE_KEY] = str(principal.user.id)
     return principal
 
 
 async def get_principal(
+    security_scopes: SecurityScopes,
     connection: HTTPConnection,
-    token: Annotated[str, Depends(oauth2_scheme)],
+    token: BearerToken,
+    api_key: ApiKeyValue,
     session: SessionDep,
     kit: AuthKitDep,
+    background: BackgroundTasks,
+    resources: ResourcesDep,
 ) -> Principal:
-    principal = await auth_service.authenticate(session, access_token=token, kit=kit)
-    return _remember_caller(connection, principal)
+    principal = await _authenticate(security_scopes, connection, token, api_key, session, kit)
+    if principal.api_key_id is not None:
+        background.add_task(api_key_service.mark_used, resources, principal.api_key_id)
+    return principal
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+async def get_stream_principal(
+    security_scopes: SecurityScopes,
+    connection: HTTPConnection,
+    token: BearerToken,
+    api_key: ApiKeyValue,
+    resources: ResourcesDep,
+    maker: SessionmakerDep,
+) -> Principal:
+    """For requests that stay open or stream a body (SSE, uploads): authenticated in a
+    session of its own, closed at once, so no database connection is held meanwhile."""
+    async with session_scope(maker) as session:
+        kit = AuthKit.from_resources(resources)
+        return await _authenticate(security_scopes, connection, token, api_key, session, kit)
 
 
 async def authenticate_briefly(
-    token: str, *, resources: ResourcesDep, maker: SessionmakerDep
+    token: str, *, resources: ResourcesDep, maker: SessionmakerDep, api_key: str | None = None
 ) -> Principal:
-    """Authenticate in a session of its own, closed at once: for connections that stay
-    open (SSE, WebSocket), which must not hold a database connection while they live."""
+    """The same, outside FastAPI's security (the WebSocket authenticates by hand)."""
     async with session_scope(maker) as session:
+        if api_key:
+            return await api_key_service.authenticate(session, api_key)
         return await auth_service.authenticate(
             session, access_token=token, kit=AuthKit.from_resources(resources)
         )
 
 
-async def get_stream_principal(
-    connection: HTTPConnection,
-    token: Annotated[str, Depends(oauth2_scheme)],
-    resources: ResourcesDep,
-    maker: SessionmakerDep,
-) -> Principal:
-    principal = await authenticate_briefly(token, resources=resources, maker=maker)
-    return _remember_caller(connection, principal)
-
-
-StreamPrincipal = Annotated[Principal, Depends(get_stream_principal)]
-
-
-async def get_current_user(principal: CurrentPrincipal) -> User:
+async def get_current_user(principal: Annotated[Principal, Depends(get_principal)]) -> User:
     return principal.user
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
+def scoped(*scopes: Scope) -> Any:
+    """`Security(...)` for a user dependency that needs `scopes` (API keys only)."""
+    return Security(get_current_user, scopes=[scope.value for scope in scopes])
+
+
+def stream_scoped(*scopes: Scope) -> Any:
+    return Security(get_stream_principal, scopes=[scope.value for scope in scopes])
+
+
+ItemsReader = Annotated[User, scoped(Scope.items_read)]
+ItemsWriter = Annotated[User, scoped(Scope.items_write)]
+FilesReader = Annotated[User, scoped(Scope.files_read)]
+FilesWriter = Annotated[Principal, stream_scoped(Scope.files_write)]
+JobsReader = Annotated[User, scoped(Scope.jobs_read)]
+AccountReader = Annotated[User, scoped(Scope.account_read)]
+EventsReader = Annotated[Principal, stream_scoped(Scope.events_read)]
+
+
+async def get_token_principal(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    if principal.api_key_id is not None:
+        raise Forbidden("This needs a bearer token: API keys cannot manage the account")
+    return principal
+
+
+# The account itself (profile, password, API keys, logout): access tokens only.
+TokenPrincipal = Annotated[Principal, Depends(get_token_principal)]
+
+
+async def get_token_user(principal: TokenPrincipal) -> User:
+    return principal.user
+
+
+TokenUser = Annotated[User, Depends(get_token_user)]
 
 
 class RequireRole:
@@ -87,7 +164,7 @@ class RequireRole:
     def __init__(self, *roles: Role) -> None:
         self.roles = frozenset(roles)
 
-    async def __call__(self, user: CurrentUser) -> User:
+    async def __call__(self, user: Annotated[User, Depends(get_current_user)]) -> User:
         if user.role not in self.roles:
             raise Forbidden(
                 "This operation needs one of the roles: " + ", ".join(sorted(self.roles))
@@ -95,7 +172,8 @@ class RequireRole:
         return user
 
 
-AdminUser = Annotated[User, Depends(RequireRole(Role.admin))]
+# Admin routes: the admin role, and the admin scope when an API key is used.
+AdminUser = Annotated[User, Security(RequireRole(Role.admin), scopes=[Scope.admin.value])]
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -113,7 +191,6 @@ ClientAddress = Annotated[str, Depends(get_client_address)]
 
 async def get_idempotency(
     request: Request,
-    user: CurrentUser,
     session: SessionDep,
     redis: RedisDep,
     idempotency_key: Annotated[
@@ -129,9 +206,15 @@ async def get_idempotency(
 ) -> Idempotency | None:
     if idempotency_key is None:
         return None
+    # Keys are per caller. Declared after the route's authentication, which left the
+    # caller's id in the scope (a second lookup of the user would cost a query).
+    caller = request.scope.get(USER_ID_SCOPE_KEY)
+    if not isinstance(caller, str):
+        msg = "IdempotencyDep must follow the route's authentication dependency"
+        raise TypeError(msg)
     idempotency = Idempotency(
         redis,
-        scope=str(user.id),
+        scope=caller,
         key=idempotency_key,
         fingerprint=fingerprint(request.method, request.url.path, await request.body()),
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, status
 from fastapi.security import OAuth2PasswordRequestForm
 
 from app.auth import service as auth_service
-from app.auth.dependencies import AuthKitDep, ClientAddress, CurrentPrincipal
+from app.auth.dependencies import AuthKitDep, ClientAddress, TokenPrincipal
 from app.auth.ratelimits import PerAddress
 from app.auth.schemas import (
     Accepted,
@@ -68,7 +68,7 @@ async def refresh(body: RefreshRequest, session: SessionDep, kit: AuthKitDep) ->
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401))
 async def logout(
-    body: LogoutRequest, principal: CurrentPrincipal, session: SessionDep, kit: AuthKitDep
+    body: LogoutRequest, principal: TokenPrincipal, session: SessionDep, kit: AuthKitDep
 ) -> None:
     """End this session: the refresh token (and its family) and the access token used
     for this call are rejected from now on."""

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
 from app.auth.schemas import RegisterRequest, TokenPair
+from app.auth.scopes import EVERY_SCOPE
 from app.auth.throttle import LoginThrottle
 from app.core.config import Settings
 from app.core.db import after_commit, utcnow
@@ -61,11 +62,14 @@ class AuthKit:
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The authenticated caller and the access token they presented."""
+    """The authenticated caller and the credential they presented: an access token
+    (every scope; `token_id` is its jti) or an API key (its scopes; `api_key_id`)."""
 
     user: User
     token_id: str
     token_expires_at: datetime
+    scopes: frozenset[str] = EVERY_SCOPE
+    api_key_id: UUID | None = None
 
 
 def _revoked_key(jti: str) -> str:

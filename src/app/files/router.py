@@ -7,7 +7,8 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import FileResponse
 
-from app.auth.dependencies import CurrentUser, StreamPrincipal
+from app.auth.dependencies import FilesReader, FilesWriter, scoped
+from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import NotFound, problem_responses
 from app.core.http import REVALIDATE, REVALIDATE_WITH_ETAG, not_modified_unless_changed
@@ -15,7 +16,7 @@ from app.core.pagination import Page, Paged, PageParams
 from app.files import service as file_service
 from app.files.responses import StoredFileResponse
 from app.files.schemas import MAX_DESCRIPTION_CHARS, FileRead
-from app.models import StoredFile
+from app.models import StoredFile, User
 
 router = APIRouter(
     prefix="/files",
@@ -63,7 +64,7 @@ _UPLOAD_BODY: dict[str, Any] = {
     responses=problem_responses(400, 413, 415, 422),
 )
 async def upload_files(
-    request: Request, principal: StreamPrincipal, session: SessionDep, resources: ResourcesDep
+    request: Request, principal: FilesWriter, session: SessionDep, resources: ResourcesDep
 ) -> list[StoredFile]:
     """Upload files (`multipart/form-data`: `files`, repeatable, and an optional
     `description`). Each file is streamed to storage while it arrives: a file above
@@ -82,14 +83,14 @@ async def upload_files(
 
 @router.get("", response_model=Page[FileRead])
 async def list_files(
-    user: CurrentUser, session: SessionDep, page: Annotated[PageParams, Query()]
+    user: FilesReader, session: SessionDep, page: Annotated[PageParams, Query()]
 ) -> Paged[StoredFile]:
     """Your files, newest first."""
     return await file_service.list_page(session, user, page=page)
 
 
 @router.get("/{file_id}", response_model=FileRead, responses=problem_responses(404))
-async def read_file(file_id: UUID, user: CurrentUser, session: SessionDep) -> StoredFile:
+async def read_file(file_id: UUID, user: FilesReader, session: SessionDep) -> StoredFile:
     """A file's metadata. Another user's file answers 404."""
     return await file_service.get(session, user, file_id)
 
@@ -112,7 +113,7 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 )
 async def download_file(
     file_id: UUID,
-    user: CurrentUser,
+    user: FilesReader,
     session: SessionDep,
     resources: ResourcesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
@@ -141,7 +142,10 @@ async def download_file(
     "/{file_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
 )
 async def delete_file(
-    file_id: UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+    file_id: UUID,
+    user: Annotated[User, scoped(Scope.files_write)],
+    session: SessionDep,
+    resources: ResourcesDep,
 ) -> None:
     """Delete a file: it is detached from its items, and its bytes are removed once the
     deletion has committed."""

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request, Response, status
 
-from app.auth.dependencies import CurrentUser, IdempotencyDep
+from app.auth.dependencies import IdempotencyDep, ItemsReader, ItemsWriter
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.http import (
@@ -45,7 +45,7 @@ def _versioned(response: Response, item: Item) -> None:
 )
 async def create_item(
     body: ItemCreate,
-    user: CurrentUser,
+    user: ItemsWriter,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -64,7 +64,7 @@ async def create_item(
     responses=problem_responses(409),
 )
 async def export_items(
-    user: CurrentUser,
+    user: ItemsReader,
     session: SessionDep,
     request: Request,
     response: Response,
@@ -80,7 +80,7 @@ async def export_items(
 
 @router.get("", response_model=Page[ItemRead])
 async def list_items(
-    user: CurrentUser,
+    user: ItemsReader,
     session: SessionDep,
     page: Annotated[PageParams, Query()],
     filters: Annotated[ItemFilters, Query()],
@@ -96,7 +96,7 @@ async def list_items(
 )
 async def read_item(
     item_id: UUID,
-    user: CurrentUser,
+    user: ItemsReader,
     session: SessionDep,
     resources: ResourcesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
@@ -117,7 +117,7 @@ async def read_item(
 async def replace_item(
     item_id: UUID,
     body: ItemReplace,
-    user: CurrentUser,
+    user: ItemsWriter,
     session: SessionDep,
     response: Response,
     precondition: IfMatch,
@@ -132,7 +132,7 @@ async def replace_item(
 async def update_item(
     item_id: UUID,
     body: ItemUpdate,
-    user: CurrentUser,
+    user: ItemsWriter,
     session: SessionDep,
     response: Response,
     precondition: IfMatch,
@@ -156,7 +156,7 @@ async def update_item(
 async def attach_file(
     item_id: UUID,
     body: AttachmentCreate,
-    user: CurrentUser,
+    user: ItemsWriter,
     session: SessionDep,
     response: Response,
     precondition: IfMatch,
@@ -184,7 +184,7 @@ async def attach_file(
     responses=problem_responses(404, 412),
 )
 async def detach_file(
-    item_id: UUID, file_id: UUID, user: CurrentUser, session: SessionDep, precondition: IfMatch
+    item_id: UUID, file_id: UUID, user: ItemsWriter, session: SessionDep, precondition: IfMatch
 ) -> None:
     """Detach a file from the item (the file itself stays; honours `If-Match`)."""
     await item_service.detach(session, user, item_id, file_id=file_id, precondition=precondition)
@@ -194,7 +194,7 @@ async def detach_file(
     "/{item_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404, 412)
 )
 async def delete_item(
-    item_id: UUID, user: CurrentUser, session: SessionDep, precondition: IfMatch
+    item_id: UUID, user: ItemsWriter, session: SessionDep, precondition: IfMatch
 ) -> None:
     """Delete an item (honours `If-Match`)."""
     await item_service.delete(session, user, item_id, precondition=precondition)

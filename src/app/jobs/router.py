@@ -6,7 +6,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 
-from app.auth.dependencies import CurrentUser
+from app.auth.dependencies import JobsReader
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.http import NO_STORE
@@ -27,7 +27,7 @@ def job_read(request: Request, job: Job) -> JobRead:
 
 @router.get("", response_model=Page[JobRead])
 async def list_jobs(
-    user: CurrentUser,
+    user: JobsReader,
     session: SessionDep,
     request: Request,
     page: Annotated[PageParams, Query()],
@@ -39,7 +39,7 @@ async def list_jobs(
 
 @router.get("/{job_id}", responses=problem_responses(404))
 async def read_job(
-    job_id: UUID, user: CurrentUser, session: SessionDep, request: Request
+    job_id: UUID, user: JobsReader, session: SessionDep, request: Request
 ) -> JobRead:
     """A job's status: `queued`, `in_progress`, `complete` (with `download_url` when it
     produced a file) or `failed`. Another user's job answers 404."""
@@ -55,7 +55,7 @@ async def read_job(
     },
 )
 async def download_job_file(
-    job_id: UUID, user: CurrentUser, session: SessionDep, resources: ResourcesDep
+    job_id: UUID, user: JobsReader, session: SessionDep, resources: ResourcesDep
 ) -> FileResponse:
     """The file a complete job produced (409 while it is not complete)."""
     job, path = await job_service.file_of(session, user, job_id, storage=resources.storage)

@@ -1,5 +1,6 @@
 """Every table, one module each; importing this package registers them all on `Base`."""
 
+from app.models.api_key import ApiKey
 from app.models.item import Item, ItemStatus
 from app.models.item_attachment import item_attachments
 from app.models.job import Job, JobStatus
@@ -11,6 +12,7 @@ from app.models.tag import Tag, item_tags
 from app.models.user import Role, User
 
 __all__ = [
+    "ApiKey",
     "Item",
     "ItemStatus",
     "Job",

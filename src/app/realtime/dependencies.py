@@ -8,7 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
 
-from app.auth.dependencies import StreamPrincipal
+from app.auth.dependencies import EventsReader
+from app.auth.scopes import Scope
 from app.core.errors import Forbidden, ServiceUnavailable, TooManyRequests
 from app.models import Role
 from app.realtime.hub import ConnectionLimitReached, Draining, EventHub, Subscription
@@ -33,11 +34,11 @@ class TooManyConnections(TooManyRequests):
 
 
 async def open_subscription(
-    principal: StreamPrincipal, hub: HubDep, scope: ScopeQuery = EventScope.own
+    principal: EventsReader, hub: HubDep, scope: ScopeQuery = EventScope.own
 ) -> AsyncIterator[Subscription]:
     """Subscribe for the caller; released when the response (the stream) has ended."""
     everything = scope is EventScope.all
-    if everything and principal.user.role != Role.admin:
+    if everything and (principal.user.role != Role.admin or Scope.admin not in principal.scopes):
         raise Forbidden("Only admins may subscribe to every user's events")
     try:
         subscription = await hub.subscribe(

@@ -9,6 +9,7 @@ from redis.exceptions import RedisError
 
 from app.auth.dependencies import authenticate_briefly
 from app.auth.ratelimits import ApiBudget
+from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionmakerDep
 from app.core.errors import AppError, problem_responses
 from app.models import Role
@@ -79,7 +80,8 @@ async def websocket_events(
     ] = None,
 ) -> None:
     """Your events as JSON text frames (see `Event`). Authenticate with the
-    subprotocols `bearer, <access token>` (preferred) or `?token=`. Send
+    subprotocols `bearer, <access token>` (preferred), `?token=`, or an `X-API-Key`
+    header with the `events:read` scope (machine clients). Send
     `{"type": "ping"}` to get `{"type": "pong"}`. Close codes: 1008 for a missing,
     invalid or expired token, a forbidden scope or too many connections; 1001 when the
     server shuts down; 1003 for anything but a ping; 1009 for an oversized message;
@@ -89,13 +91,19 @@ async def websocket_events(
     await websocket.accept(subprotocol="bearer" if bearer else None)
     try:
         principal = await authenticate_briefly(
-            bearer or token or "", resources=resources, maker=maker
+            bearer or token or "",
+            resources=resources,
+            maker=maker,
+            api_key=websocket.headers.get("x-api-key"),
         )
     except AppError:
         await websocket.close(1008, "missing, invalid or expired access token")
         return
+    if Scope.events_read not in principal.scopes:
+        await websocket.close(1008, "this API key lacks the scope events:read")
+        return
     everything = scope is EventScope.all
-    if everything and principal.user.role != Role.admin:
+    if everything and (principal.user.role != Role.admin or Scope.admin not in principal.scopes):
         await websocket.close(1008, "only admins may subscribe to scope=all")
         return
     try:

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, status
 
-from app.auth.dependencies import AdminUser, AuthKitDep, ClientAddress, CurrentUser
+from app.auth.dependencies import AccountReader, AdminUser, AuthKitDep, ClientAddress, TokenUser
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import problem_responses
 from app.core.http import NO_STORE
@@ -23,7 +23,7 @@ router = APIRouter(
 
 
 @router.get("/me", response_model=UserRead)
-async def read_me(user: CurrentUser) -> User:
+async def read_me(user: AccountReader) -> User:
     """The account of the caller."""
     return user
 
@@ -31,7 +31,7 @@ async def read_me(user: CurrentUser) -> User:
 @router.patch("/me", response_model=UserRead, responses=problem_responses(403, 409, 429))
 async def update_me(
     body: UserUpdateMe,
-    user: CurrentUser,
+    user: TokenUser,
     session: SessionDep,
     kit: AuthKitDep,
     client_address: ClientAddress,
@@ -45,7 +45,7 @@ async def update_me(
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
-async def delete_me(user: CurrentUser, session: SessionDep) -> None:
+async def delete_me(user: TokenUser, session: SessionDep) -> None:
     """Delete your account and everything it owns."""
     await user_service.delete_me(session, user)
 

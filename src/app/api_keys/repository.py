@@ -1,0 +1,51 @@
+"""Every query on API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.models import ApiKey
+
+
+async def add(session: AsyncSession, key: ApiKey) -> None:
+    session.add(key)
+    await session.flush()
+
+
+async def count_of(session: AsyncSession, user_id: UUID) -> int:
+    statement = select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user_id)
+    return int(await session.scalar(statement) or 0)
+
+
+async def of_user(session: AsyncSession, user_id: UUID) -> Sequence[ApiKey]:
+    statement = select(ApiKey).where(ApiKey.user_id == user_id).order_by(ApiKey.id.desc())
+    return (await session.scalars(statement)).all()
+
+
+async def by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
+    return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+
+
+async def get(session: AsyncSession, key_id: UUID) -> ApiKey | None:
+    return await session.get(ApiKey, key_id)
+
+
+async def delete(session: AsyncSession, key: ApiKey) -> None:
+    await session.delete(key)
+    await session.flush()
+
+
+async def mark_used(session: AsyncSession, key_id: UUID, *, now: datetime) -> None:
+    await session.execute(
+        update(ApiKey)
+        .where(
+            ApiKey.id == key_id,
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < now - timedelta(minutes=1)),
+        )
+        .values(last_used_at=now)
+    )
