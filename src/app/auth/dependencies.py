@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import BackgroundTasks, Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
@@ -189,39 +190,51 @@ async def get_client_address(connection: HTTPConnection) -> str:
 ClientAddress = Annotated[str, Depends(get_client_address)]
 
 
-async def get_idempotency(
-    request: Request,
-    session: SessionDep,
-    redis: RedisDep,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="Repeat a create safely: the same key and body return the first "
-            "response for 24 hours instead of creating again.",
-        ),
-    ] = None,
-) -> Idempotency | None:
-    if idempotency_key is None:
-        return None
-    # Keys are per caller. Declared after the route's authentication, which left the
-    # caller's id in the scope (a second lookup of the user would cost a query).
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeat a create safely: the same key and body return the first "
+        "response for 24 hours instead of creating again.",
+    ),
+]
+
+
+def idempotency_for(request: Request, redis: Redis, key: str, **options: Any) -> Idempotency:
+    """The caller's `Idempotency-Key`. Keys are per caller: the dependency that calls
+    this follows the route's authentication, which left the caller's id in the scope
+    (loading the user again would cost a query)."""
     caller = request.scope.get(USER_ID_SCOPE_KEY)
     if not isinstance(caller, str):
-        msg = "IdempotencyDep must follow the route's authentication dependency"
+        msg = "an idempotency dependency must follow the route's authentication"
         raise TypeError(msg)
-    idempotency = Idempotency(
-        redis,
-        scope=caller,
-        key=idempotency_key,
-        fingerprint=fingerprint(request.method, request.url.path, await request.body()),
-    )
-    await idempotency.begin()
+    return Idempotency(redis, scope=caller, key=key, **options)
+
+
+def track(request: Request, session: AsyncSession, idempotency: Idempotency) -> None:
+    """Store the response once the request's transaction commits; free the key if it
+    rolls back."""
     after_commit(session, idempotency.store)
     on_rollback(session, idempotency.release)
     attach(request, idempotency)
+
+
+async def get_idempotency(
+    request: Request, session: SessionDep, redis: RedisDep, idempotency_key: IdempotencyKey = None
+) -> Idempotency | None:
+    if idempotency_key is None:
+        return None
+    body = await request.body()
+    idempotency = idempotency_for(
+        request,
+        redis,
+        idempotency_key,
+        fingerprint=fingerprint(request.method, request.url.path, body),
+    )
+    await idempotency.begin()
+    track(request, session, idempotency)
     return idempotency
 
 

@@ -19,7 +19,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NoReturn
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
@@ -59,32 +59,66 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
 
 
 class Idempotency:
-    def __init__(self, redis: Redis, *, scope: str, key: str, fingerprint: str) -> None:
+    """One `Idempotency-Key` of one caller.
+
+    `fingerprint` identifies the request; when it can only be known from the body after
+    processing (an upload, read as it streams), leave it None and pass `derive`, which
+    computes it from the response body when the response is stored.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        scope: str,
+        key: str,
+        fingerprint: str | None = None,
+        derive: Callable[[bytes], str] | None = None,
+    ) -> None:
         self._redis = redis
         self._key = f"idempotency:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
         self._fingerprint = fingerprint
+        self._derive = derive
         self._owned = False
         self.response: Response | None = None
 
     async def begin(self) -> None:
         """Take the key, or raise what the client must get instead."""
+        record = await self.claim()
+        if record is not None:
+            assert self._fingerprint is not None
+            self.answer(record, self._fingerprint)
+
+    async def claim(self) -> dict[str, Any] | None:
+        """Take the key (None), or return the record of the request that used it first;
+        409 while that one is still in flight."""
         in_flight = json.dumps({"state": "in_flight", "fingerprint": self._fingerprint})
         if await self._redis.set(self._key, in_flight, nx=True, ex=IN_FLIGHT_TTL_SECONDS):
             self._owned = True
             return None
         raw = await self._redis.get(self._key)
         if raw is None:  # expired between the two calls: the key is free again
-            return await self.begin()
-        record = json.loads(raw)
-        if record["fingerprint"] != self._fingerprint:
+            return await self.claim()
+        record: dict[str, Any] = json.loads(raw)
+        if record["state"] == "in_flight":
+            if None not in (self._fingerprint, record["fingerprint"]):
+                self._refuse_if_other(record, self._fingerprint)
+            raise Conflict("A request with this Idempotency-Key is still in progress; retry later")
+        return record
+
+    def answer(self, record: dict[str, Any], fingerprint: str) -> NoReturn:
+        """Replay the stored response if it answered the same request, else 422."""
+        self._refuse_if_other(record, fingerprint)
+        raise ReplayResponse(_restore(record))
+
+    @staticmethod
+    def _refuse_if_other(record: dict[str, Any], fingerprint: str | None) -> None:
+        if record["fingerprint"] != fingerprint:
             raise UnprocessableContent(
                 "This Idempotency-Key was already used with a different request",
                 field="header.Idempotency-Key",
                 type_="idempotency_key_reused",
             )
-        if record["state"] == "in_flight":
-            raise Conflict("A request with this Idempotency-Key is still in progress; retry later")
-        raise ReplayResponse(_restore(record))
 
     async def store(self) -> None:
         """After the commit: keep a 2xx response for replays, else free the key."""
@@ -93,9 +127,12 @@ class Idempotency:
         if not self._owned:
             return
         if response is not None and 200 <= response.status_code < 300 and isinstance(body, bytes):
+            fingerprint = self._fingerprint
+            if fingerprint is None and self._derive is not None:
+                fingerprint = self._derive(body)
             record = {
                 "state": "done",
-                "fingerprint": self._fingerprint,
+                "fingerprint": fingerprint,
                 "status": response.status_code,
                 "headers": {
                     name: value for name, value in response.headers.items() if name in _KEPT_HEADERS

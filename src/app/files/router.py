@@ -12,8 +12,10 @@ from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import NotFound, problem_responses
 from app.core.http import REVALIDATE, REVALIDATE_WITH_ETAG, not_modified_unless_changed
+from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
 from app.files import service as file_service
+from app.files.dependencies import UploadIdempotency
 from app.files.responses import StoredFileResponse
 from app.files.schemas import MAX_DESCRIPTION_CHARS, FileRead
 from app.models import StoredFile, User
@@ -21,6 +23,7 @@ from app.models import StoredFile, User
 router = APIRouter(
     prefix="/files",
     tags=["files"],
+    route_class=IdempotentRoute,
     dependencies=[REVALIDATE_WITH_ETAG],
     responses=problem_responses(401),
 )
@@ -64,13 +67,17 @@ _UPLOAD_BODY: dict[str, Any] = {
     responses=problem_responses(400, 413, 415, 422),
 )
 async def upload_files(
-    request: Request, principal: FilesWriter, session: SessionDep, resources: ResourcesDep
+    request: Request,
+    principal: FilesWriter,
+    session: SessionDep,
+    resources: ResourcesDep,
+    _idempotency: UploadIdempotency,
 ) -> list[StoredFile]:
     """Upload files (`multipart/form-data`: `files`, repeatable, and an optional
     `description`). Each file is streamed to storage while it arrives: a file above
     `FILES_MAX_FILE_BYTES` is refused (413) as soon as it passes the limit, a type outside
     `FILES_ALLOWED_TYPES` or whose first bytes do not match it is refused (415), and a
-    refused upload leaves nothing behind."""
+    refused upload leaves nothing behind. Send `Idempotency-Key` to make retries safe."""
     return await file_service.upload_files(
         session,
         principal.user,

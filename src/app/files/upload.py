@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import json
 import unicodedata
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from anyio import to_thread
 
@@ -23,7 +25,7 @@ from app.core.errors import AppError, UnprocessableContent
 from app.core.ids import uuid7
 from app.core.multipart import Event, PartData, PartStart, parse
 from app.core.sniff import SNIFF_BYTES, matches
-from app.core.storage import Sink, Storage
+from app.core.storage import Sink
 from app.files.schemas import MAX_DESCRIPTION_CHARS
 
 FILES_FIELD = "files"
@@ -56,6 +58,50 @@ class ReceivedFile:
 class Received:
     files: list[ReceivedFile]
     description: str | None
+
+
+def upload_fingerprint(files: Iterable[tuple[str, str, str]], description: str | None) -> str:
+    """What identifies an upload for `Idempotency-Key`: its files' names, types and
+    SHA-256 and its description. Not the raw body: clients (httpx, browsers) choose a
+    new multipart boundary for every retry of the same upload."""
+    canonical = json.dumps(
+        {"files": [list(file) for file in files], "description": description},
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def fingerprint_of_response(body: bytes) -> str:
+    """The fingerprint of an upload, from the 201 body that answered it."""
+    files = json.loads(body)
+    description = files[0]["description"] if files else None
+    return upload_fingerprint(
+        ((file["filename"], file["content_type"], file["sha256"]) for file in files), description
+    )
+
+
+class _Discard:
+    """Storage that keeps nothing: to fingerprint a repeated upload (app.files.dependencies)."""
+
+    @contextlib.asynccontextmanager
+    async def writer(self, key: str) -> AsyncIterator[Sink]:
+        yield self
+
+    async def write(self, chunk: bytes, /) -> None:
+        return None
+
+    async def delete(self, key: str) -> None:
+        return None
+
+
+async def fingerprint(
+    content_type: str | None, body: AsyncIterator[bytes], *, limits: FilesSettings
+) -> str:
+    """The fingerprint of an upload body, read and checked as a first upload would be,
+    without storing anything."""
+    received = await receive(content_type, body, storage=_Discard(), limits=limits)
+    files = ((file.filename, file.content_type, file.sha256) for file in received.files)
+    return upload_fingerprint(files, received.description)
 
 
 def sanitize_filename(raw: str) -> str:
@@ -132,11 +178,19 @@ class _Incoming:
         await asyncio.gather(to_thread.run_sync(self._hash.update, block), self._sink.write(block))
 
 
+class Writable(Protocol):
+    """What an upload needs of storage."""
+
+    def writer(self, key: str) -> contextlib.AbstractAsyncContextManager[Sink]: ...
+
+    async def delete(self, key: str) -> None: ...
+
+
 async def receive(
     content_type: str | None,
     body: AsyncIterator[bytes],
     *,
-    storage: Storage,
+    storage: Writable,
     limits: FilesSettings,
 ) -> Received:
     """Stream the files of a `multipart/form-data` body (field `files`, repeatable, and an
@@ -157,7 +211,7 @@ async def receive(
 
 
 class _Receiver:
-    def __init__(self, storage: Storage, limits: FilesSettings) -> None:
+    def __init__(self, storage: Writable, limits: FilesSettings) -> None:
         self._storage = storage
         self._limits = limits
         self._part: PartStart | None = None
