@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, status
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, status
 
 from app.auth import service as auth_service
 from app.auth.dependencies import AuthKitDep, ClientAddress, TokenPrincipal
@@ -15,6 +14,7 @@ from app.auth.schemas import (
     PasswordResetRequest,
     RefreshRequest,
     RegisterRequest,
+    TokenForm,
     TokenPair,
 )
 from app.core.dependencies import SessionDep
@@ -40,7 +40,7 @@ async def register(body: RegisterRequest, session: SessionDep, kit: AuthKitDep) 
 
 @router.post("/token", responses=problem_responses(401, 403, 429))
 async def token(
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[TokenForm, Form()],
     session: SessionDep,
     kit: AuthKitDep,
     client_address: ClientAddress,

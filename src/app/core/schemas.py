@@ -7,6 +7,11 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
 
 
+def example_config(*examples: dict[str, Any]) -> ConfigDict:
+    """A request body's config: unknown fields refused, and examples for OpenAPI."""
+    return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
+
+
 class PartialUpdate(BaseModel):
     """A PATCH body: every field may be left out, but only those in `nullable` may be
     sent as null (null clears them); unknown fields are refused."""

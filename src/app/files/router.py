@@ -53,6 +53,15 @@ _UPLOAD_BODY: dict[str, Any] = {
                     },
                 },
                 "encoding": {"files": {"contentType": "application/octet-stream"}},
+                "examples": {
+                    "two files": {
+                        "summary": "A photo and a note, described together",
+                        "value": {
+                            "files": ["photo.png", "notes.txt"],
+                            "description": "From the site visit",
+                        },
+                    }
+                },
             }
         },
     }

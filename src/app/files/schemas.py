@@ -6,6 +6,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.core.schemas import example_config
+
 # The description sent with an upload (a form field), and its limit.
 MAX_DESCRIPTION_CHARS = 1000
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)]
@@ -24,6 +26,6 @@ class FileRead(BaseModel):
 
 
 class AttachmentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = example_config({"file_id": "01a20dd2-005d-79bb-ad87-22376b40605f"})
 
     file_id: UUID

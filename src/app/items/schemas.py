@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from app.core.schemas import PartialUpdate
+from app.core.schemas import PartialUpdate, example_config
 from app.files.schemas import FileRead
 from app.models import ItemStatus
 
@@ -58,7 +58,15 @@ def _tag_names(value: object) -> object:
 
 
 class ItemCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = example_config(
+        {
+            "title": "Red lamp",
+            "description": "Brass, from the seventies; works.",
+            "price": "12.50",
+            "status": "active",
+            "tags": ["home", "vintage"],
+        }
+    )
 
     title: Title
     description: Description | None = None
@@ -75,6 +83,7 @@ class ItemUpdate(PartialUpdate):
     """A partial update (PATCH): only the fields sent change; a null description clears it."""
 
     nullable = frozenset({"description"})
+    model_config = example_config({"price": "9.99"}, {"status": "archived", "description": None})
 
     title: Title | None = None
     description: Description | None = None

@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from app.core.schemas import PartialUpdate
+from app.core.schemas import PartialUpdate, example_config
 from app.models import Role
 
 
@@ -47,6 +47,11 @@ class UserRead(BaseModel):
 class UserUpdateMe(PartialUpdate):
     """Changing the email or the password needs the current password."""
 
+    model_config = example_config(
+        {"full_name": "Ada King"},
+        {"password": "battery-staple-9", "current_password": "correct-horse-7"},
+    )
+
     nullable = frozenset({"full_name"})
 
     email: Email | None = None
@@ -63,6 +68,7 @@ class UserUpdateMe(PartialUpdate):
 
 
 class UserAdminUpdate(PartialUpdate):
+    model_config = example_config({"role": "admin"}, {"is_active": False})
     nullable = frozenset({"full_name"})
 
     email: Email | None = None
