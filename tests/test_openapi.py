@@ -69,6 +69,10 @@ async def test_docs_are_off_in_production() -> None:
 
 
 def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """The schema a body refers to (through `anyOf` for an optional body)."""
+    for option in node.get("anyOf", []):
+        if "$ref" in option:
+            return _resolve(schema, option)
     ref = node.get("$ref")
     return schema["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else node
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Form, status
+from fastapi import APIRouter, Depends, Form, Response, status
 
+from app.auth import cookies
 from app.auth import service as auth_service
 from app.auth.dependencies import AuthKitDep, ClientAddress, TokenPrincipal
 from app.auth.ratelimits import PerAddress
@@ -18,7 +19,7 @@ from app.auth.schemas import (
     TokenPair,
 )
 from app.core.dependencies import SessionDep
-from app.core.errors import problem_responses
+from app.core.errors import Unauthorized, problem_responses
 from app.core.http import NO_STORE
 from app.models import User
 from app.users.schemas import UserRead
@@ -44,35 +45,62 @@ async def token(
     session: SessionDep,
     kit: AuthKitDep,
     client_address: ClientAddress,
+    response: Response,
+    as_cookie: cookies.CookieMode = False,
 ) -> TokenPair:
     """OAuth2 password flow: `username` is the account's email.
 
     Answers one message for an unknown email and a wrong password, and 429 with
-    `Retry-After` after repeated failures from one client.
+    `Retry-After` after repeated failures from one client. Browser apps may add
+    `?cookie=true` to receive the refresh token as an HttpOnly cookie instead.
     """
-    return await auth_service.login(
+    pair = await auth_service.login(
         session,
         email=form.username,
         password=form.password,
         client_address=client_address,
         kit=kit,
     )
+    return cookies.deliver(pair, response, as_cookie=as_cookie, settings=kit.settings)
+
+
+def _presented(body: RefreshRequest | LogoutRequest | None, cookie: str | None) -> str:
+    token = body.refresh_token if body is not None else cookie
+    if token is None:
+        raise Unauthorized("Send the refresh token in the body or its cookie")
+    return token
 
 
 @router.post("/refresh", responses=problem_responses(401))
-async def refresh(body: RefreshRequest, session: SessionDep, kit: AuthKitDep) -> TokenPair:
-    """Exchange a refresh token for a new pair. Each refresh token works once: presenting
-    a used one again revokes every token issued from the same login."""
-    return await auth_service.refresh(session, refresh_token=body.refresh_token, kit=kit)
+async def refresh(
+    session: SessionDep,
+    kit: AuthKitDep,
+    response: Response,
+    refresh_cookie: cookies.RefreshCookie = None,
+    body: RefreshRequest | None = None,
+) -> TokenPair:
+    """Exchange a refresh token (in the body, or the cookie of `?cookie=true`) for a new
+    pair, delivered the same way. Each refresh token works once: presenting a used one
+    again revokes every token issued from the same login."""
+    presented = _presented(body, refresh_cookie)
+    pair = await auth_service.refresh(session, refresh_token=presented, kit=kit)
+    return cookies.deliver(pair, response, as_cookie=body is None, settings=kit.settings)
 
 
 @router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401))
 async def logout(
-    body: LogoutRequest, principal: TokenPrincipal, session: SessionDep, kit: AuthKitDep
+    principal: TokenPrincipal,
+    session: SessionDep,
+    kit: AuthKitDep,
+    response: Response,
+    refresh_cookie: cookies.RefreshCookie = None,
+    body: LogoutRequest | None = None,
 ) -> None:
-    """End this session: the refresh token (and its family) and the access token used
-    for this call are rejected from now on."""
-    await auth_service.logout(session, principal, refresh_token=body.refresh_token, kit=kit)
+    """End this session: the refresh token (body or cookie) and its family, and the
+    access token used for this call, are rejected from now on; the cookie is cleared."""
+    presented = _presented(body, refresh_cookie)
+    await auth_service.logout(session, principal, refresh_token=presented, kit=kit)
+    cookies.clear(response, kit.settings)
 
 
 @router.post(

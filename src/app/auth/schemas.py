@@ -42,7 +42,9 @@ class TokenForm(BaseModel):
 
 class TokenPair(BaseModel):
     access_token: str
-    refresh_token: str
+    refresh_token: str | None = Field(
+        description="Null when it was set as an HttpOnly cookie instead (`?cookie=true`)."
+    )
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - not a secret
     expires_in: int = Field(description="Seconds until the access token expires.")
 
