@@ -17,7 +17,7 @@ from app.auth.service import AuthKit, Principal
 from app.core.db import after_commit, on_rollback, session_scope
 from app.core.dependencies import RedisDep, ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import Forbidden, Unauthorized
-from app.core.idempotency import Idempotency, attach, fingerprint
+from app.core.idempotency import Idempotency, attach, fingerprint, form_fingerprint
 from app.core.observability import USER_ID_SCOPE_KEY
 from app.models import Role, User
 
@@ -190,6 +190,8 @@ async def get_client_address(connection: HTTPConnection) -> str:
 ClientAddress = Annotated[str, Depends(get_client_address)]
 
 
+FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -226,13 +228,13 @@ async def get_idempotency(
 ) -> Idempotency | None:
     if idempotency_key is None:
         return None
-    body = await request.body()
-    idempotency = idempotency_for(
-        request,
-        redis,
-        idempotency_key,
-        fingerprint=fingerprint(request.method, request.url.path, body),
-    )
+    method, path = request.method, request.url.path
+    if request.headers.get("content-type", "").startswith(FORM_TYPES):
+        # FastAPI parsed the form for the endpoint already (the stream is consumed).
+        digest = await form_fingerprint(method, path, await request.form())
+    else:
+        digest = fingerprint(method, path, await request.body())
+    idempotency = idempotency_for(request, redis, idempotency_key, fingerprint=digest)
     await idempotency.begin()
     track(request, session, idempotency)
     return idempotency

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
+from starlette.datastructures import FormData, UploadFile
 
 from app.core.errors import Conflict, UnprocessableContent
 
@@ -56,6 +57,21 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)
     return digest.hexdigest()
+
+
+async def form_fingerprint(method: str, path: str, form: FormData) -> str:
+    """The fingerprint of a form body by its fields, files by name, type and SHA-256:
+    its raw bytes change with the multipart boundary clients pick anew on each retry."""
+    fields: list[list[str]] = []
+    for name, value in form.multi_items():
+        if isinstance(value, UploadFile):
+            content = await value.read()
+            await value.seek(0)
+            digest = hashlib.sha256(content).hexdigest()
+            fields.append([name, value.filename or "", value.content_type or "", digest])
+        else:
+            fields.append([name, value])
+    return fingerprint(method, path, json.dumps(fields, sort_keys=True).encode())
 
 
 class Idempotency:

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, Response, status
 
 from app.auth.dependencies import IdempotencyDep, ItemsReader, ItemsWriter
 from app.core.dependencies import ResourcesDep, SessionDep
@@ -20,6 +21,7 @@ from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
 from app.files.schemas import AttachmentCreate
 from app.items import service as item_service
+from app.items.imports import ImportForm, ImportResult
 from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs.schemas import JobAccepted
 from app.models import Item
@@ -76,6 +78,37 @@ async def export_items(
     status_url = str(request.url_for("read_job", job_id=job.id))
     response.headers["Location"] = status_url
     return JobAccepted(job_id=job.id, status_url=status_url)
+
+
+async def import_slot() -> AsyncIterator[None]:
+    """Held while an import runs (its writes are heavy): see ImportSlot."""
+    yield
+
+
+# At most two imports per process at once; more wait their turn without a thread.
+ImportSlot = Depends(import_slot, scope="function", max_concurrency=2)
+
+
+@router.post(
+    "/imports",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[ImportSlot],
+    responses=problem_responses(413, 422),
+)
+async def import_items(
+    form: Annotated[ImportForm, Form(media_type="multipart/form-data")],
+    user: ItemsWriter,
+    session: SessionDep,
+    _idempotency: IdempotencyDep,
+) -> ImportResult:
+    """Create items from a CSV file with a header row (`title` and `price` required;
+    `description`, `status` and `tags`, `;`-separated, optional: an export's own file is
+    accepted). At most 1,000 rows, in one transaction: with `on_invalid=reject` (the
+    default) nothing is created if a row is invalid (422 lists them), with `skip` the
+    valid rows are created and the others reported."""
+    return await item_service.import_csv(
+        session, user, upload=form.file, skip_invalid=form.on_invalid == "skip"
+    )
 
 
 @router.get("", response_model=Page[ItemRead])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from fastapi import UploadFile
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.cache import VersionedCache
@@ -14,7 +15,7 @@ from app.core.errors import Conflict, NotFound
 from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
 from app.files import service as file_service
-from app.items import repository
+from app.items import imports, repository
 from app.items.events import announce, cache_key, cache_value
 from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs import service as job_service
@@ -81,6 +82,19 @@ async def create(session: AsyncSession, owner: User, *, data: ItemCreate) -> Ite
     await repository.add(session, item)
     announce(session, item, CREATED)
     return item
+
+
+async def import_csv(
+    session: AsyncSession, owner: User, *, upload: UploadFile, skip_invalid: bool
+) -> imports.ImportResult:
+    """Create the owner's items from a CSV file (all of them, or, `skip_invalid`, the
+    valid ones), in this one transaction."""
+    rows = await imports.read_rows(upload)
+    if rows.invalid and not skip_invalid:
+        raise imports.InvalidRows(rows.invalid)
+    for data in rows.valid:
+        await create(session, owner, data=data)
+    return imports.ImportResult(created=len(rows.valid), skipped=rows.invalid)
 
 
 async def replace(

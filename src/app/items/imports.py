@@ -1,0 +1,102 @@
+"""Items from a CSV file: the counterpart of the export, for small batches.
+
+The file is a form upload (FastAPI's `UploadFile`; the whole request stays under
+MAX_BODY_BYTES, so it is spooled in memory) with a header row naming the columns:
+`title` and `price` are required, `description`, `status` and `tags` (`;`-separated)
+optional, so an export's own columns are accepted and the ones that are not the
+item's to set (`id`, `created_at`...) are ignored. Every row is validated as an
+`ItemCreate`; the import answers 422 listing the bad rows, or, with
+`on_invalid=skip`, creates the good rows and reports the others.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import UploadFile
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from app.core.errors import UnprocessableContent
+from app.items.schemas import ItemCreate
+
+MAX_ROWS = 1000
+COLUMNS = ("title", "description", "price", "status", "tags")
+REQUIRED = ("title", "price")
+
+
+class ImportForm(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        arbitrary_types_allowed=True,
+        json_schema_extra={"examples": [{"file": "items.csv", "on_invalid": "reject"}]},
+    )
+
+    file: UploadFile = Field(description="CSV, UTF-8, with a header row.")
+    on_invalid: Annotated[
+        Literal["reject", "skip"],
+        Field(
+            description="`reject`: nothing is created if a row is invalid; `skip`: create the rest."
+        ),
+    ] = "reject"
+
+
+class RowProblem(BaseModel):
+    row: int = Field(description="Line number in the file (the header is line 1).")
+    errors: list[str]
+
+
+class ImportResult(BaseModel):
+    created: int
+    skipped: list[RowProblem]
+
+
+class InvalidRows(UnprocessableContent):
+    def __init__(self, problems: list[RowProblem]) -> None:
+        super().__init__("Some rows are not valid items; nothing was created", field="file")
+        self.errors = [
+            {
+                "field": f"file.row{problem.row}",
+                "message": "; ".join(problem.errors),
+                "type": "invalid_row",
+            }
+            for problem in problems
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRows:
+    valid: list[ItemCreate]
+    invalid: list[RowProblem]
+
+
+async def read_rows(upload: UploadFile) -> ParsedRows:
+    """Decode and validate every row (one pass; the file is at most MAX_BODY_BYTES)."""
+    try:
+        text = codecs.decode(await upload.read(), "utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UnprocessableContent("The file is not UTF-8 text", field="file") from exc
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [name.strip().lower() for name in reader.fieldnames or []]
+    missing = [name for name in REQUIRED if name not in header]
+    if missing:
+        msg = f"The header row lacks the columns: {', '.join(missing)}"
+        raise UnprocessableContent(msg, field="file")
+    reader.fieldnames = header
+    valid: list[ItemCreate] = []
+    invalid: list[RowProblem] = []
+    for number, row in enumerate(reader, start=2):
+        if number - 1 > MAX_ROWS:
+            raise UnprocessableContent(f"At most {MAX_ROWS} rows per import", field="file")
+        values = {name: (row.get(name) or "").strip() for name in COLUMNS}
+        fields: dict[str, object] = {k: v for k, v in values.items() if v and k != "tags"}
+        fields["tags"] = [tag for tag in values["tags"].split(";") if tag.strip()]
+        try:
+            valid.append(ItemCreate.model_validate(fields))
+        except ValidationError as exc:
+            errors = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+            invalid.append(RowProblem(row=number, errors=errors))
+    return ParsedRows(valid, invalid)
