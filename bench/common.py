@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import math
 import os
 import signal
@@ -19,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -104,6 +106,23 @@ async def fresh_database(settings: Settings) -> None:
     await asyncio.to_thread(command.upgrade, config, "head")
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """On Linux, a `preexec_fn` that has the kernel SIGTERM the child when the thread that
+    started it ends: a test run killed by `timeout` or Ctrl-C leaves no server behind on
+    the test database. libc is loaded here, in the parent; the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
 def spawn(
     args: Sequence[str],
     env: Mapping[str, str],
@@ -112,7 +131,8 @@ def spawn(
     log_to: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `python -m app <args>` (or another module: `["-m", "bench.x"]`) in a scratch
-    directory; its output goes nowhere (`quiet`), to ours, or to the file `log_to`."""
+    directory; its output goes nowhere (`quiet`), to ours, or to the file `log_to`. The
+    process ends with ours (call this from the main thread: see `_die_with_parent`)."""
     module = [] if args[0] == "-m" else ["-m", "app"]
     with contextlib.ExitStack() as files:
         output: int | IO[bytes] | None = subprocess.DEVNULL if quiet else None
@@ -124,6 +144,7 @@ def spawn(
             cwd=tempfile.gettempdir(),
             stdout=output,
             stderr=output,
+            preexec_fn=_die_with_parent(),  # one async-signal-safe call in the child
         )
 
 

@@ -63,7 +63,8 @@ async def _status(resources: Resources, job_id: UUID) -> JobStatus | None:
 async def _wait_for(resources: Resources, job_id: UUID, wanted: JobStatus, within: float) -> float:
     started = time.monotonic()
     while (status := await _status(resources, job_id)) != wanted:
-        if status == JobStatus.failed or time.monotonic() - started > within:
+        # A vanished row (None) or a failure will not turn into `wanted`: stop waiting.
+        if status in (None, JobStatus.failed) or time.monotonic() - started > within:
             msg = f"job {job_id} is {status}, not {wanted}, after {within} s"
             raise AssertionError(msg)
         await asyncio.sleep(0.02)
@@ -102,8 +103,12 @@ async def run_trial(
     owner_items: int,
     rng: random.Random,
     kill_within: float,
+    deadline: float = DEADLINE_SECONDS,
 ) -> Trial | None:
-    """One kill and recovery; None when the export finished before the kill landed."""
+    """One kill and recovery; None when the export finished before the kill landed.
+
+    `deadline` bounds the wait for the rerun and for `complete`, in seconds after the kill.
+    """
     job_id = await queue_export(resources, owner_id)
     arq_job_id = f"{item_service.EXPORT_JOB}:{job_id}"
     first = spawn(["worker"], env)
@@ -123,11 +128,11 @@ async def run_trial(
     second = spawn(["worker"], env)
     try:
         while await _tries(resources, arq_job_id) < 2:
-            if time.monotonic() - killed > DEADLINE_SECONDS:
+            if time.monotonic() - killed > deadline:
                 break
             await asyncio.sleep(0.02)
         rerun = time.monotonic()
-        complete = await _wait_for(resources, job_id, JobStatus.complete, within=DEADLINE_SECONDS)
+        complete = await _wait_for(resources, job_id, JobStatus.complete, within=deadline)
         info = await ArqJob(arq_job_id, resources.arq).result_info()
         while info is None:  # the row commits just before ARQ records the result
             await asyncio.sleep(0.02)

@@ -37,3 +37,8 @@ async def test_ready_is_503_when_redis_is_unreachable_and_live_stays_200() -> No
     assert checks["redis"]["status"] == "error"
     assert checks["database"]["status"] == "ok"
     assert live.status_code == 200
+
+
+async def test_ready_shows_latency_or_error_not_nulls(client: httpx.AsyncClient) -> None:
+    checks = (await client.get("/health/ready")).json()["checks"]
+    assert set(checks["database"]) == {"status", "latency_ms"}

@@ -30,6 +30,7 @@ from app.core.middleware import (
 )
 from app.core.observability import ObservabilityMiddleware
 from app.core.resources import Resources
+from app.files.router import UPLOAD_LIMIT_HEADERS
 from app.files.router import router as files_router
 from app.health.metrics import router as metrics_router
 from app.health.router import router as health_router
@@ -95,6 +96,7 @@ EXPOSED_HEADERS = [
     "RateLimit-Reset",
     "RateLimit-Policy",
     "Idempotent-Replayed",
+    *UPLOAD_LIMIT_HEADERS,
 ]
 DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc"})
 
@@ -157,6 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title=settings.project_name,
         version="1.0.0",
         summary="A production-grade async API: auth, items, files, realtime events and jobs.",
+        license_info={"name": "MIT", "identifier": "MIT"},
         lifespan=lifespan,
         openapi_tags=OPENAPI_TAGS,
         openapi_url="/openapi.json" if docs else None,

@@ -160,3 +160,35 @@ async def test_files_are_listed_page_by_page(client: httpx.AsyncClient) -> None:
         if cursor is None:
             break
     assert seen == ids[::-1]
+
+
+async def test_if_modified_since_is_304_when_the_copy_is_current(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await create_account(client)
+    stored = await upload_one(client, account, ("a.txt", TEXT, "text/plain"))
+    url = f"{FILES}/{stored['id']}/content"
+    first = await client.get(url, headers=account.headers)
+    last_modified = first.headers["last-modified"]
+    current = await client.get(url, headers=account.headers | {"If-Modified-Since": last_modified})
+    assert current.status_code == 304
+    older = await client.get(
+        url, headers=account.headers | {"If-Modified-Since": "Mon, 01 Jan 2001 00:00:00 GMT"}
+    )
+    assert older.status_code == 200
+    garbage = await client.get(url, headers=account.headers | {"If-Modified-Since": "yesterday"})
+    assert garbage.status_code == 200
+    # If-None-Match wins over If-Modified-Since.
+    both = await client.get(
+        url, headers=account.headers | {"If-None-Match": '"x"', "If-Modified-Since": last_modified}
+    )
+    assert both.status_code == 200
+
+
+async def test_options_tells_what_an_upload_may_be(client: httpx.AsyncClient) -> None:
+    response = await client.options(FILES)
+    assert response.status_code == 204
+    assert response.headers["allow"] == "GET, POST, OPTIONS"
+    assert response.headers["accept-post"] == "multipart/form-data"
+    assert response.headers["upload-max-file-bytes"] == str(256 * 1024)
+    assert "image/png" in response.headers["upload-content-types"]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -136,3 +137,18 @@ async def test_invalid_filters_are_422(
     response = await client.get(ITEMS, params=params, headers=account.headers)
     assert response.status_code == 422
     assert response.json()["errors"][0]["field"] == field
+
+
+async def test_the_stream_sends_every_item_as_json_lines(client: httpx.AsyncClient) -> None:
+    account, other = await create_account(client), await create_account(client)
+    mine = [await create_item(client, account, title=f"Lamp {n}") for n in range(105)]
+    await create_item(client, other, title="Not yours")
+    response = await client.get("/api/v1/items/stream", headers=account.headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/jsonl"
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines == mine[::-1]  # newest first, across the batches of 100
+    filtered = await client.get(
+        "/api/v1/items/stream", params={"q": "lamp 7"}, headers=account.headers
+    )
+    assert [json.loads(line)["title"] for line in filtered.text.splitlines()] == ["Lamp 7"]

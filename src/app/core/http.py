@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from email.utils import formatdate, parsedate_to_datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Response
+from pydantic import BaseModel, Field
 
 from app.core.errors import NotModified, PreconditionFailed
 
@@ -20,9 +23,19 @@ def _tags(header: str) -> list[str]:
 
 
 class Precondition:
-    """The request's `If-Match`, checked by a service against the current entity tag."""
+    """The request's `If-Match`, checked by a service against the current entity tag. A
+    class dependency: FastAPI reads the header from `__init__`'s signature."""
 
-    def __init__(self, if_match: str | None) -> None:
+    def __init__(
+        self,
+        if_match: Annotated[
+            str | None,
+            Header(
+                max_length=1024,
+                description="Apply the change only if the resource's ETag is one of these.",
+            ),
+        ] = None,
+    ) -> None:
         self.if_match = if_match
 
     @property
@@ -41,19 +54,35 @@ class Precondition:
         )
 
 
-async def get_precondition(
-    if_match: Annotated[
-        str | None,
-        Header(
-            max_length=1024,
-            description="Apply the change only if the resource's ETag is one of these.",
-        ),
-    ] = None,
-) -> Precondition:
-    return Precondition(if_match)
+IfMatch = Annotated[Precondition, Depends()]
 
 
-IfMatch = Annotated[Precondition, Depends(get_precondition)]
+class ConditionalGet(BaseModel):
+    """The validators a cache sends to revalidate its copy (RFC 9110 §13.1), as a
+    header parameter model."""
+
+    if_none_match: Annotated[str | None, Field(max_length=1024)] = None
+    if_modified_since: Annotated[str | None, Field(max_length=64)] = None
+
+    def check(self, etag: str, last_modified: datetime, *, cache_control: str) -> None:
+        """Raise `NotModified` when the client's copy is current. `If-None-Match` wins;
+        `If-Modified-Since` counts only without it, and an unreadable date is ignored."""
+        headers = {"ETag": etag, "Cache-Control": cache_control}
+        if self.if_none_match is not None:
+            not_modified_unless_changed(self.if_none_match, etag, cache_control=cache_control)
+            return
+        if self.if_modified_since is None:
+            return
+        try:
+            since = parsedate_to_datetime(self.if_modified_since)
+        except (TypeError, ValueError):
+            return
+        if since.tzinfo is not None and last_modified.replace(microsecond=0) <= since:
+            raise NotModified(headers | {"Last-Modified": http_date(last_modified)})
+
+
+def http_date(moment: datetime) -> str:
+    return formatdate(moment.timestamp(), usegmt=True)
 
 
 def not_modified_unless_changed(

@@ -4,14 +4,14 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
 from app.auth.dependencies import FilesReader, FilesWriter, scoped
 from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import NotFound, problem_responses
-from app.core.http import REVALIDATE, REVALIDATE_WITH_ETAG, not_modified_unless_changed
+from app.core.http import REVALIDATE, REVALIDATE_WITH_ETAG, ConditionalGet, http_date
 from app.core.idempotency import IdempotentRoute
 from app.core.pagination import Page, Paged, PageParams
 from app.files import service as file_service
@@ -19,6 +19,13 @@ from app.files.dependencies import UploadIdempotency
 from app.files.responses import StoredFileResponse
 from app.files.schemas import MAX_DESCRIPTION_CHARS, FileRead
 from app.models import StoredFile, User
+
+UPLOAD_LIMIT_HEADERS = (
+    "Upload-Max-File-Bytes",
+    "Upload-Max-Request-Bytes",
+    "Upload-Max-Files",
+    "Upload-Content-Types",
+)
 
 router = APIRouter(
     prefix="/files",
@@ -97,6 +104,35 @@ async def upload_files(
     )
 
 
+@router.options(
+    "",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={
+        204: {
+            "description": "What an upload may be",
+            "headers": {
+                name: {"schema": {"type": "string"}}
+                for name in ("Allow", "Accept-Post", *UPLOAD_LIMIT_HEADERS)
+            },
+        }
+    },
+)
+async def upload_options(resources: ResourcesDep, response: Response) -> None:
+    """What an upload may be, for clients to check before they send a big file: the
+    methods, the media type (`Accept-Post`), the limits and the accepted content types."""
+    limits = resources.settings.files
+    response.headers.update(
+        {
+            "Allow": "GET, POST, OPTIONS",
+            "Accept-Post": "multipart/form-data",
+            "Upload-Max-File-Bytes": str(limits.max_file_bytes),
+            "Upload-Max-Request-Bytes": str(limits.max_request_bytes),
+            "Upload-Max-Files": str(limits.max_files_per_request),
+            "Upload-Content-Types": ", ".join(limits.allowed_types),
+        }
+    )
+
+
 @router.get("", response_model=Page[FileRead])
 async def list_files(
     user: FilesReader, session: SessionDep, page: Annotated[PageParams, Query()]
@@ -132,13 +168,14 @@ async def download_file(
     user: FilesReader,
     session: SessionDep,
     resources: ResourcesDep,
-    if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
+    conditions: Annotated[ConditionalGet, Header()],
 ) -> FileResponse:
     """The bytes, as an attachment with the uploaded name, `ETag` (the SHA-256),
-    `Last-Modified` and byte ranges (`Range`, `If-Range`: 206, 416)."""
+    `Last-Modified` and byte ranges (`Range`, `If-Range`: 206, 416); 304 for a current
+    copy (`If-None-Match`, or `If-Modified-Since`)."""
     file = await file_service.get(session, user, file_id)
     etag = f'"{file.sha256}"'
-    not_modified_unless_changed(if_none_match, etag, cache_control=REVALIDATE)
+    conditions.check(etag, file.created_at, cache_control=REVALIDATE)
     path = resources.storage.local_path(file.storage_key)
     try:
         stat = await anyio.Path(path).stat()
@@ -150,7 +187,12 @@ async def download_file(
         media_type=file.content_type,
         filename=file.filename,
         # User-supplied bytes: a browser must not guess another type for them.
-        headers={"ETag": etag, "Cache-Control": REVALIDATE, "X-Content-Type-Options": "nosniff"},
+        headers={
+            "ETag": etag,
+            "Last-Modified": http_date(file.created_at),  # files never change
+            "Cache-Control": REVALIDATE,
+            "X-Content-Type-Options": "nosniff",
+        },
     )
 
 

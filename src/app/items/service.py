@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from fastapi import UploadFile
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.core.cache import VersionedCache
-from app.core.db import utcnow
+from app.core.db import session_scope, utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
@@ -23,6 +24,7 @@ from app.models import Item, Job, Role, User
 from app.realtime.schemas import EventType
 
 EXPORT_JOB = "items.export"
+STREAM_BATCH = 100
 CREATED, UPDATED, DELETED = EventType.item_created, EventType.item_updated, EventType.item_deleted
 
 
@@ -61,6 +63,22 @@ async def read_body(
     body = ItemRead.model_validate(item).model_dump_json()
     await cache.store(cache_key(item.id), item.version, cache_value(item.owner_id, body))
     return ItemBody(item.version, body)
+
+
+async def stream(
+    maker: async_sessionmaker[AsyncSession], actor: User, *, filters: ItemFilters
+) -> AsyncIterator[Item]:
+    """Every item `list_page` would page through, one page at a time, each read in a
+    short session of its own: a slow reader never holds a database connection."""
+    page = PageParams(limit=STREAM_BATCH)
+    while True:
+        async with session_scope(maker) as session:
+            paged = await list_page(session, actor, filters=filters, page=page)
+        for item in paged.items:
+            yield item
+        if paged.next_cursor is None:
+            return
+        page = PageParams(limit=STREAM_BATCH, cursor=paged.next_cursor)
 
 
 async def list_page(

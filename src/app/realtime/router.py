@@ -7,7 +7,7 @@ from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from redis.exceptions import RedisError
 
-from app.auth.dependencies import authenticate_briefly
+from app.auth.dependencies import ApiKeyValue, authenticate_briefly
 from app.auth.ratelimits import ApiBudget
 from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionmakerDep
@@ -66,6 +66,7 @@ async def websocket_events(
     hub: HubDep,
     resources: ResourcesDep,
     maker: SessionmakerDep,
+    api_key: ApiKeyValue,
     token: Annotated[
         str | None,
         Query(
@@ -94,7 +95,7 @@ async def websocket_events(
             bearer or token or "",
             resources=resources,
             maker=maker,
-            api_key=websocket.headers.get("x-api-key"),
+            api_key=api_key,
         )
     except AppError:
         await websocket.close(1008, "missing, invalid or expired access token")
