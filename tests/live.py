@@ -20,20 +20,20 @@ from bench.common import bench_env, free_port, spawn, stop, wait_for_http
 
 def live_env(settings: Settings, storage: Path, **extra: str) -> dict[str, str]:
     """The environment of a live process: the test database, Redis index and secret,
-    cheap argon2 parameters (as in-process tests use)."""
-    return bench_env(
-        DATABASE_URL=settings.database.url,
-        REDIS_URL=settings.redis.url,
-        JWT_SECRET=settings.auth.jwt_secret.get_secret_value(),
-        ARGON2_TIME_COST="1",
-        ARGON2_MEMORY_KIB="1024",
-        STORAGE_DIR=str(storage),
-        RATE_LIMIT_PER_CALLER_PER_MINUTE="100000",
-        RATE_LIMIT_ANONYMOUS_PER_MINUTE="100000",
-        RATE_LIMIT_REGISTRATIONS_PER_HOUR="100000",
-        RATE_LIMIT_RECOVERIES_PER_HOUR="100000",
-        **extra,
-    )
+    cheap argon2 parameters (as in-process tests use); `extra` adds or overrides."""
+    defaults = {
+        "DATABASE_URL": settings.database.url,
+        "REDIS_URL": settings.redis.url,
+        "JWT_SECRET": settings.auth.jwt_secret.get_secret_value(),
+        "ARGON2_TIME_COST": "1",
+        "ARGON2_MEMORY_KIB": "1024",
+        "STORAGE_DIR": str(storage),
+        "RATE_LIMIT_PER_CALLER_PER_MINUTE": "100000",
+        "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000",
+        "RATE_LIMIT_REGISTRATIONS_PER_HOUR": "100000",
+        "RATE_LIMIT_RECOVERIES_PER_HOUR": "100000",
+    }
+    return bench_env(**(defaults | extra))
 
 
 @dataclass

@@ -18,13 +18,31 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
-# An access token in the query string of an API URL (the WebSocket's `?token=`
-# fallback), as in uvicorn's "WebSocket /api/v1/ws?token=..." lines.
-_TOKEN_IN_URL = re.compile(r"(/api/v\d+/\S*?[?&](?:token|access_token)=)[^&\s\"']+")
+# What a log line must never carry, whoever wrote it (our code, uvicorn's DEBUG dump of
+# WebSocket handshake headers, a library's exception message):
+_SECRETS = (
+    # An access token in the query string of an API URL (the WebSocket's `?token=`
+    # fallback), as in uvicorn's "WebSocket /api/v1/ws?token=..." lines.
+    (re.compile(r"(/api/v\d+/\S*?[?&](?:token|access_token)=)[^&\s\"']+"), r"\1[redacted]"),
+    # A credential-bearing header, as `name: value` (uvicorn's "< x-api-key: ..." lines).
+    (
+        re.compile(
+            r"((?:authorization|proxy-authorization|x-api-key|cookie|set-cookie"
+            r"|sec-websocket-protocol)\s*:\s*)[^\r\n\"]+",
+            re.IGNORECASE,
+        ),
+        r"\1[redacted]",
+    ),
+    # Anything shaped like a JWT or one of our API keys, wherever it appears.
+    (re.compile(r"\beyJ[\w-]+\.[\w-]+\.[\w-]+"), "[redacted-jwt]"),
+    (re.compile(r"\bak_[0-9a-f]+_[\w-]+"), "[redacted-api-key]"),
+)
 
 
 def redact(text: str) -> str:
-    return _TOKEN_IN_URL.sub(r"\1[redacted]", text)
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 class TextFormatter(logging.Formatter):
@@ -45,7 +63,7 @@ class JsonFormatter(logging.Formatter):
         if http is not None:  # an access-log line: its fields, not just its text
             entry["http"] = http
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
