@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.auth.dependencies import get_current_user
 from app.main import create_app
-from tests.conftest import build_test_settings
+from app.models import User
+from tests.conftest import ServedApp, build_test_settings
 from tests.factories import create_account
 
 PROBLEM_KEYS = {"type", "title", "status", "detail", "instance", "request_id"}
@@ -118,3 +121,25 @@ async def test_a_bug_is_a_500_problem_without_a_stack_trace() -> None:
     assert body["request_id"] == "req-500-check"
     assert "secret internal detail" not in response.text
     assert "Traceback" not in response.text
+
+
+@pytest.mark.allow_server_errors
+async def test_an_invalid_response_is_a_500_problem_and_the_log_keeps_the_values_out(
+    client: httpx.AsyncClient, served: ServedApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug stand-in: the current user comes back without an id and with a role that
+    # does not exist, so `UserRead` refuses the answer of GET /users/me.
+    broken = User(email="canary-person@example.com", hashed_password="x", role="emperor")
+    served.app.dependency_overrides[get_current_user] = lambda: broken
+    caplog.set_level(logging.ERROR, logger="app.core.errors")
+    response = await client.get("/api/v1/users/me")
+    body = _assert_problem(response, 500)
+    assert body["detail"] == "An unexpected error occurred."
+    assert "canary-person" not in response.text
+    (record,) = [r for r in caplog.records if r.name == "app.core.errors"]
+    logged = record.getMessage()
+    assert "response validation failed on GET /api/v1/users/me" in logged
+    assert "response.id (uuid_type)" in logged
+    assert "response.role (enum)" in logged
+    assert "emperor" not in logged
+    assert "canary-person" not in logged

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.exceptions import RequestValidationError, ResponseValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -237,6 +237,20 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _invalid_response(request: Request, exc: Exception) -> Response:
+    """A path operation returned data its response model refuses: a bug, so a 500. The
+    log names the fields and what was wrong, never the values (the object may hold
+    hashes, tokens or someone's personal data), unlike the exception's own text."""
+    assert isinstance(exc, ResponseValidationError)
+    problems = "; ".join(f"{_field_name(error['loc'])} ({error['type']})" for error in exc.errors())
+    logger.error(
+        "response validation failed on %s %s: %s", request.method, request.url.path, problems
+    )
+    return problem(
+        request, status=500, detail="An unexpected error occurred.", code="internal-error"
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
@@ -249,6 +263,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotModified, _not_modified)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ResponseValidationError, _invalid_response)
     for unavailable in (
         PoolTimeoutError,
         RedisConnectionError,
