@@ -69,6 +69,7 @@ def serve(args: argparse.Namespace) -> None:
         # Requests are logged by the app (app.access: route template, status, user).
         access_log=False,
         proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
         timeout_graceful_shutdown=20,
         # WebSocket clients only send pings: a bigger message is refused (1009) before
         # it is buffered.

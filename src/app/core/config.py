@@ -251,6 +251,8 @@ class Settings(_Group):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     web_concurrency: PositiveInt = 1
+    # Proxies whose X-Forwarded-For/-Proto uvicorn believes (uvicorn's own default).
+    forwarded_allow_ips: str = "127.0.0.1,::1"
     first_superuser_email: str | None = None
     first_superuser_password: SecretStr | None = None
 
