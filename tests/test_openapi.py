@@ -18,7 +18,10 @@ async def test_docs_and_schema_are_served(client: httpx.AsyncClient) -> None:
     root = await client.get("/")
     assert root.status_code == 307
     assert root.headers["location"] == "/docs"
-    assert (await client.get("/docs")).status_code == 200
+    docs = await client.get("/docs")
+    assert docs.status_code == 200
+    # Swagger UI keeps the token across reloads, so trying the API needs one login.
+    assert '"persistAuthorization": true' in docs.text
     assert (await client.get("/redoc")).status_code == 200
     schema = (await client.get("/openapi.json")).json()
     schemes = schema["components"]["securitySchemes"]

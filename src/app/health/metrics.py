@@ -34,7 +34,7 @@ router = APIRouter(tags=["health"])
 basic = HTTPBasic(auto_error=False, description="METRICS_USERNAME and METRICS_PASSWORD.")
 
 
-def require_scraper(
+async def require_scraper(
     credentials: Annotated[HTTPBasicCredentials | None, Depends(basic)],
     resources: ResourcesDep,
 ) -> None:
