@@ -10,7 +10,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run serve worker migrate superuser seed test lint fmt bench-jobs bench-realtime bench-upload crash-trials clean
+.PHONY: help install run serve worker migrate superuser seed test lint fmt bench-jobs bench-cache bench-realtime bench-upload crash-trials clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ fmt: install ## format and autofix
 
 bench-jobs: install ## no-op job throughput and enqueue-to-start latency (database app_bench)
 	$(RUN) python -m bench.jobs
+
+bench-cache: install ## GET /items/{id} under wrk with the Redis item cache on and off
+	$(RUN) python -m bench.cache
 
 bench-realtime: install ## 1,000 WebSocket clients: memory per connection, event latency
 	$(RUN) python -m bench.realtime
