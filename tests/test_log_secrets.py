@@ -22,9 +22,9 @@ from websockets.asyncio.client import connect
 
 from app.core.config import Settings
 from app.core.resources import Resources
-from bench.common import spawn, stop
+from bench.common import free_port, spawn, stop
 from tests.factories import unique_email
-from tests.jobs.conftest import SmtpServer, body_of, free_port
+from tests.jobs.conftest import SmtpServer, body_of
 from tests.live import live_env, start_server
 from tests.waiting import wait_until
 
