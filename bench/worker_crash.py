@@ -29,6 +29,8 @@ from arq.constants import retry_key_prefix
 from arq.jobs import Job as ArqJob
 from sqlalchemy import select
 
+from app.auth.actor import Actor
+from app.auth.scopes import EVERY_SCOPE
 from app.bootstrap import seed_demo_data
 from app.core.resources import Resources
 from app.items import service as item_service
@@ -80,7 +82,8 @@ async def queue_export(resources: Resources, owner_id: UUID) -> UUID:
     async with resources.session() as session:
         owner = await session.get(User, owner_id)
         assert owner is not None
-        job = await item_service.request_export(session, owner)
+        actor = Actor(id=owner.id, role=owner.role, scopes=EVERY_SCOPE)
+        job = await item_service.request_export(session, actor)
     return job.id
 
 

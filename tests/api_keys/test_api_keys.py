@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.db import utcnow
 from app.models import ApiKey, User
-from tests.factories import Account, create_account, create_admin
+from tests.factories import Account, create_account, create_admin, create_item
+from tests.files.conftest import PDF, upload_one
 from tests.waiting import wait_until
 
 KEYS = "/api/v1/users/me/api-keys"
@@ -132,6 +133,36 @@ async def test_the_admin_scope_is_for_admins_and_needed_by_them(
     assert (await client.get("/api/v1/users", headers=without)).status_code == 403
     with_admin = as_key(await new_key(client, admin, "admin"))
     assert (await client.get("/api/v1/users", headers=with_admin)).status_code == 200
+
+
+async def test_an_admins_key_without_the_admin_scope_sees_only_the_admins_own_objects(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    user, admin = await create_account(client), await create_admin(client, db)
+    item = await create_item(client, user)
+    file = await upload_one(client, user, ("a.pdf", PDF, "application/pdf"))
+    export = await client.post(f"{ITEMS}/exports", headers=user.headers)
+    job_id = export.json()["job_id"]
+    key = as_key(
+        await new_key(client, admin, "items:read", "items:write", "files:read", "jobs:read")
+    )
+    # The admin's own token sees the user's objects; the narrower key must not.
+    assert (await client.get(f"{ITEMS}/{item['id']}", headers=admin.headers)).status_code == 200
+    for path in (
+        f"{ITEMS}/{item['id']}",
+        f"/api/v1/files/{file['id']}",
+        f"/api/v1/files/{file['id']}/content",
+        f"/api/v1/jobs/{job_id}",
+    ):
+        assert (await client.get(path, headers=key)).status_code == 404, path
+    assert (await client.get(ITEMS, headers=key)).json()["items"] == []
+    stream = await client.get(f"{ITEMS}/stream", headers=key)
+    assert stream.status_code == 200
+    assert stream.text == ""
+    changed = await client.patch(f"{ITEMS}/{item['id']}", json={"title": "x"}, headers=key)
+    assert changed.status_code == 404
+    admin_key = as_key(await new_key(client, admin, "items:read", "admin"))
+    assert (await client.get(f"{ITEMS}/{item['id']}", headers=admin_key)).status_code == 200
 
 
 @pytest.mark.parametrize(

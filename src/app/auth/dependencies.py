@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from app.api_keys import service as api_key_service
 from app.auth import service as auth_service
+from app.auth.actor import Actor
 from app.auth.scopes import DESCRIPTIONS, Scope
 from app.auth.service import AuthKit, Principal
 from app.core.db import after_commit, on_rollback, session_scope
@@ -124,20 +125,29 @@ async def get_current_user(principal: Annotated[Principal, Depends(get_principal
     return principal.user
 
 
+async def get_actor(principal: Annotated[Principal, Depends(get_principal)]) -> Actor:
+    return principal.actor
+
+
 def scoped(*scopes: Scope) -> Any:
     """`Security(...)` for a user dependency that needs `scopes` (API keys only)."""
     return Security(get_current_user, scopes=[scope.value for scope in scopes])
+
+
+def acting(*scopes: Scope) -> Any:
+    """`Security(...)` for the `Actor` of a route that needs `scopes` (API keys only)."""
+    return Security(get_actor, scopes=[scope.value for scope in scopes])
 
 
 def stream_scoped(*scopes: Scope) -> Any:
     return Security(get_stream_principal, scopes=[scope.value for scope in scopes])
 
 
-ItemsReader = Annotated[User, scoped(Scope.items_read)]
-ItemsWriter = Annotated[User, scoped(Scope.items_write)]
-FilesReader = Annotated[User, scoped(Scope.files_read)]
+ItemsReader = Annotated[Actor, acting(Scope.items_read)]
+ItemsWriter = Annotated[Actor, acting(Scope.items_write)]
+FilesReader = Annotated[Actor, acting(Scope.files_read)]
 FilesWriter = Annotated[Principal, stream_scoped(Scope.files_write)]
-JobsReader = Annotated[User, scoped(Scope.jobs_read)]
+JobsReader = Annotated[Actor, acting(Scope.jobs_read)]
 AccountReader = Annotated[User, scoped(Scope.account_read)]
 EventsReader = Annotated[Principal, stream_scoped(Scope.events_read)]
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
+from app.auth.actor import Actor
 from app.auth.schemas import RegisterRequest, TokenPair
 from app.auth.scopes import EVERY_SCOPE
 from app.auth.throttle import LoginThrottle
@@ -70,6 +71,10 @@ class Principal:
     token_expires_at: datetime
     scopes: frozenset[str] = EVERY_SCOPE
     api_key_id: UUID | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(id=self.user.id, role=self.user.role, scopes=self.scopes)
 
 
 def _revoked_key(jti: str) -> str:

@@ -7,7 +7,8 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import FileResponse
 
-from app.auth.dependencies import FilesReader, FilesWriter, scoped
+from app.auth.actor import Actor
+from app.auth.dependencies import FilesReader, FilesWriter, acting
 from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import NotFound, problem_responses
@@ -18,7 +19,7 @@ from app.files import service as file_service
 from app.files.dependencies import UploadIdempotency
 from app.files.responses import StoredFileResponse
 from app.files.schemas import MAX_DESCRIPTION_CHARS, FileRead
-from app.models import StoredFile, User
+from app.models import StoredFile
 
 UPLOAD_LIMIT_HEADERS = (
     "Upload-Max-File-Bytes",
@@ -96,7 +97,7 @@ async def upload_files(
     refused upload leaves nothing behind. Send `Idempotency-Key` to make retries safe."""
     return await file_service.upload_files(
         session,
-        principal.user,
+        principal.actor,
         content_type=request.headers.get("content-type"),
         body=request.stream(),
         storage=resources.storage,
@@ -201,10 +202,10 @@ async def download_file(
 )
 async def delete_file(
     file_id: UUID,
-    user: Annotated[User, scoped(Scope.files_write)],
+    actor: Annotated[Actor, acting(Scope.files_write)],
     session: SessionDep,
     resources: ResourcesDep,
 ) -> None:
     """Delete a file: it is detached from its items, and its bytes are removed once the
     deletion has committed."""
-    await file_service.delete(session, user, file_id, storage=resources.storage)
+    await file_service.delete(session, actor, file_id, storage=resources.storage)

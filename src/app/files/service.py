@@ -7,6 +7,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.actor import Actor
 from app.core.config import FilesSettings
 from app.core.db import after_commit, on_rollback, utcnow
 from app.core.errors import NotFound
@@ -16,13 +17,13 @@ from app.core.storage import Storage
 from app.files import repository, upload
 from app.files.schemas import FileRead
 from app.items.events import announce
-from app.models import Role, StoredFile, User
+from app.models import StoredFile
 from app.realtime.schemas import EventType
 
 
 async def upload_files(
     session: AsyncSession,
-    owner: User,
+    owner: Actor,
     *,
     content_type: str | None,
     body: AsyncIterator[bytes],
@@ -59,19 +60,19 @@ async def upload_files(
     return files
 
 
-async def get(session: AsyncSession, actor: User, file_id: UUID) -> StoredFile:
+async def get(session: AsyncSession, actor: Actor, file_id: UUID) -> StoredFile:
     file = await repository.get(session, file_id)
     # Another user's file answers exactly like a missing one.
-    if file is None or (file.owner_id != actor.id and actor.role != Role.admin):
+    if file is None or (file.owner_id != actor.id and not actor.sees_everything):
         raise NotFound("File not found")
     return file
 
 
-async def list_page(session: AsyncSession, actor: User, *, page: PageParams) -> Paged[StoredFile]:
+async def list_page(session: AsyncSession, actor: Actor, *, page: PageParams) -> Paged[StoredFile]:
     return await repository.page(session, owner_id=actor.id, page=page)
 
 
-async def delete(session: AsyncSession, actor: User, file_id: UUID, *, storage: Storage) -> None:
+async def delete(session: AsyncSession, actor: Actor, file_id: UUID, *, storage: Storage) -> None:
     """Delete the file and detach it from its items (whose version moves on); the bytes
     go only once the deletion has committed."""
     file = await get(session, actor, file_id)

@@ -132,7 +132,7 @@ async def stream_items(
     """Every item `GET /items` would page through (same filters), as JSON Lines in one
     response: for clients that sync everything. Read 100 at a time, each batch in a
     short database session, so a slow reader holds no connection."""
-    async for item in item_service.stream(maker, principal.user, filters=filters):
+    async for item in item_service.stream(maker, principal.actor, filters=filters):
         yield ItemRead.model_validate(item)
 
 

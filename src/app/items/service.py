@@ -10,6 +10,7 @@ from uuid import UUID
 from fastapi import UploadFile
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app.auth.actor import Actor
 from app.core.cache import VersionedCache
 from app.core.db import session_scope, utcnow
 from app.core.errors import Conflict, NotFound
@@ -20,7 +21,7 @@ from app.items import imports, repository
 from app.items.events import announce, cache_key, cache_value
 from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs import service as job_service
-from app.models import Item, Job, Role, User
+from app.models import Item, Job
 from app.realtime.schemas import EventType
 
 EXPORT_JOB = "items.export"
@@ -28,14 +29,10 @@ STREAM_BATCH = 100
 CREATED, UPDATED, DELETED = EventType.item_created, EventType.item_updated, EventType.item_deleted
 
 
-def _sees_everything(actor: User) -> bool:
-    return actor.role == Role.admin
-
-
-async def get(session: AsyncSession, actor: User, item_id: UUID) -> Item:
+async def get(session: AsyncSession, actor: Actor, item_id: UUID) -> Item:
     item = await repository.get(session, item_id)
     # Another user's item answers exactly like a missing one: no existence oracle.
-    if item is None or (item.owner_id != actor.id and not _sees_everything(actor)):
+    if item is None or (item.owner_id != actor.id and not actor.sees_everything):
         raise NotFound("Item not found")
     return item
 
@@ -49,14 +46,14 @@ class ItemBody:
 
 
 async def read_body(
-    session: AsyncSession, actor: User, item_id: UUID, *, cache: VersionedCache
+    session: AsyncSession, actor: Actor, item_id: UUID, *, cache: VersionedCache
 ) -> ItemBody:
     """The item's body, from the cache when it holds it (cache-aside; writes keep it
     right, see app.core.cache), else from the database, filling the cache."""
     entry = await cache.get(cache_key(item_id))
     if entry is not None:
         owner_id, _, body = entry.value.partition("|")
-        if owner_id != str(actor.id) and not _sees_everything(actor):
+        if owner_id != str(actor.id) and not actor.sees_everything:
             raise NotFound("Item not found")
         return ItemBody(entry.version, body)
     item = await get(session, actor, item_id)
@@ -66,7 +63,7 @@ async def read_body(
 
 
 async def stream(
-    maker: async_sessionmaker[AsyncSession], actor: User, *, filters: ItemFilters
+    maker: async_sessionmaker[AsyncSession], actor: Actor, *, filters: ItemFilters
 ) -> AsyncIterator[Item]:
     """Every item `list_page` would page through, one page at a time, each read in a
     short session of its own: a slow reader never holds a database connection."""
@@ -82,18 +79,18 @@ async def stream(
 
 
 async def list_page(
-    session: AsyncSession, actor: User, *, filters: ItemFilters, page: PageParams
+    session: AsyncSession, actor: Actor, *, filters: ItemFilters, page: PageParams
 ) -> Paged[Item]:
-    owner_id = None if _sees_everything(actor) else actor.id
+    owner_id = None if actor.sees_everything else actor.id
     return await repository.page(session, owner_id=owner_id, filters=filters, page=page)
 
 
-async def request_export(session: AsyncSession, owner: User) -> Job:
+async def request_export(session: AsyncSession, owner: Actor) -> Job:
     """Queue a CSV export of the owner's items; follow it at /jobs/{id}."""
     return await job_service.submit(session, owner, kind=EXPORT_JOB, function=EXPORT_JOB)
 
 
-async def create(session: AsyncSession, owner: User, *, data: ItemCreate) -> Item:
+async def create(session: AsyncSession, owner: Actor, *, data: ItemCreate) -> Item:
     values = data.model_dump(exclude={"tags"})
     tags = await repository.tags_named(session, data.tags)
     item = Item(owner_id=owner.id, **values, tags=tags, attachments=[])
@@ -103,7 +100,7 @@ async def create(session: AsyncSession, owner: User, *, data: ItemCreate) -> Ite
 
 
 async def import_csv(
-    session: AsyncSession, owner: User, *, upload: UploadFile, skip_invalid: bool
+    session: AsyncSession, owner: Actor, *, upload: UploadFile, skip_invalid: bool
 ) -> imports.ImportResult:
     """Create the owner's items from a CSV file (all of them, or, `skip_invalid`, the
     valid ones), in this one transaction."""
@@ -117,7 +114,7 @@ async def import_csv(
 
 async def replace(
     session: AsyncSession,
-    actor: User,
+    actor: Actor,
     item_id: UUID,
     *,
     data: ItemReplace,
@@ -131,7 +128,7 @@ async def replace(
 
 async def update(
     session: AsyncSession,
-    actor: User,
+    actor: Actor,
     item_id: UUID,
     *,
     data: ItemUpdate,
@@ -144,7 +141,7 @@ async def update(
 
 
 async def delete(
-    session: AsyncSession, actor: User, item_id: UUID, *, precondition: Precondition
+    session: AsyncSession, actor: Actor, item_id: UUID, *, precondition: Precondition
 ) -> None:
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))
@@ -158,7 +155,7 @@ async def delete(
 
 async def attach(
     session: AsyncSession,
-    actor: User,
+    actor: Actor,
     item_id: UUID,
     *,
     file_id: UUID,
@@ -181,7 +178,7 @@ async def attach(
 
 
 async def detach(
-    session: AsyncSession, actor: User, item_id: UUID, *, file_id: UUID, precondition: Precondition
+    session: AsyncSession, actor: Actor, item_id: UUID, *, file_id: UUID, precondition: Precondition
 ) -> None:
     item = await get(session, actor, item_id)
     precondition.check(etag_of(item.version))

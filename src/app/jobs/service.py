@@ -9,6 +9,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.auth.actor import Actor
 from app.core.db import after_commit, utcnow
 from app.core.errors import Conflict, NotFound
 from app.core.events import publish_after_commit
@@ -17,14 +18,14 @@ from app.core.pagination import Paged, PageParams
 from app.core.storage import Storage
 from app.jobs import repository
 from app.jobs.schemas import JobRead
-from app.models import Job, JobStatus, Role, User
+from app.models import Job, JobStatus
 from app.realtime.schemas import EventType
 
 # A job still in progress this long after it started has died with its worker for good.
 STALLED_AFTER = timedelta(hours=1)
 
 
-async def submit(session: AsyncSession, owner: User, *, kind: str, function: str) -> Job:
+async def submit(session: AsyncSession, owner: Actor, *, kind: str, function: str) -> Job:
     """Record a job for `owner` and queue `function(job_id)` once this transaction commits."""
     job = Job(owner_id=owner.id, kind=kind)
     await repository.add(session, job)
@@ -32,19 +33,19 @@ async def submit(session: AsyncSession, owner: User, *, kind: str, function: str
     return job
 
 
-async def get(session: AsyncSession, actor: User, job_id: UUID) -> Job:
+async def get(session: AsyncSession, actor: Actor, job_id: UUID) -> Job:
     job = await repository.get(session, job_id)
-    if job is None or (job.owner_id != actor.id and actor.role != Role.admin):
+    if job is None or (job.owner_id != actor.id and not actor.sees_everything):
         raise NotFound("Job not found")
     return job
 
 
-async def list_page(session: AsyncSession, actor: User, *, page: PageParams) -> Paged[Job]:
+async def list_page(session: AsyncSession, actor: Actor, *, page: PageParams) -> Paged[Job]:
     return await repository.page(session, owner_id=actor.id, page=page)
 
 
 async def file_of(
-    session: AsyncSession, actor: User, job_id: UUID, *, storage: Storage
+    session: AsyncSession, actor: Actor, job_id: UUID, *, storage: Storage
 ) -> tuple[Job, Path]:
     job = await get(session, actor, job_id)
     if job.status != JobStatus.complete or job.file_key is None:

@@ -9,9 +9,7 @@ from fastapi import Depends, Query
 from starlette.requests import HTTPConnection
 
 from app.auth.dependencies import EventsReader
-from app.auth.scopes import Scope
 from app.core.errors import Forbidden, ServiceUnavailable, TooManyRequests
-from app.models import Role
 from app.realtime.hub import ConnectionLimitReached, Draining, EventHub, Subscription
 from app.realtime.schemas import EventScope
 
@@ -38,7 +36,7 @@ async def open_subscription(
 ) -> AsyncIterator[Subscription]:
     """Subscribe for the caller; released when the response (the stream) has ended."""
     everything = scope is EventScope.all
-    if everything and (principal.user.role != Role.admin or Scope.admin not in principal.scopes):
+    if everything and not principal.actor.sees_everything:
         raise Forbidden("Only admins may subscribe to every user's events")
     try:
         subscription = await hub.subscribe(

@@ -12,7 +12,6 @@ from app.auth.ratelimits import ApiBudget
 from app.auth.scopes import Scope
 from app.core.dependencies import ResourcesDep, SessionmakerDep
 from app.core.errors import AppError, problem_responses
-from app.models import Role
 from app.realtime import websocket as ws
 from app.realtime.dependencies import HubDep, ScopeQuery, SubscriptionDep
 from app.realtime.hub import ConnectionLimitReached, Draining
@@ -104,7 +103,7 @@ async def websocket_events(
         await websocket.close(1008, "this API key lacks the scope events:read")
         return
     everything = scope is EventScope.all
-    if everything and (principal.user.role != Role.admin or Scope.admin not in principal.scopes):
+    if everything and not principal.actor.sees_everything:
         await websocket.close(1008, "only admins may subscribe to scope=all")
         return
     try:
