@@ -26,7 +26,7 @@ from app.core.middleware import (
     BodySizeLimitMiddleware,
     HealthExemptTrustedHostMiddleware,
     RequestIdMiddleware,
-    SecurityHeadersMiddleware,
+    ResponseHeadersMiddleware,
 )
 from app.core.observability import ObservabilityMiddleware
 from app.core.resources import Resources
@@ -135,7 +135,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=EXPOSED_HEADERS,
         )
     app.add_middleware(
-        SecurityHeadersMiddleware, docs_paths=DOCS_PATHS, hsts_seconds=settings.hsts_seconds
+        ResponseHeadersMiddleware, docs_paths=DOCS_PATHS, hsts_seconds=settings.hsts_seconds
     )
     app.add_middleware(ObservabilityMiddleware)
     app.add_middleware(RequestIdMiddleware)

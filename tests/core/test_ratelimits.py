@@ -16,7 +16,7 @@ from app.core.ids import uuid7
 from app.core.resources import Resources
 from app.core.security import TokenType
 from tests.conftest import app_client
-from tests.factories import create_account
+from tests.factories import create_account, create_item
 
 ME = "/api/v1/users/me"
 
@@ -46,6 +46,27 @@ async def test_each_caller_has_a_budget_on_the_whole_api(
     assert other.status_code == 200  # someone else's budget is untouched
 
 
+async def test_the_ratelimit_headers_ride_on_errors_304s_and_direct_responses(
+    settings: Settings, committed: Resources
+) -> None:
+    async with limited(settings, per_caller_per_minute=10) as http:
+        account = await create_account(http)
+        item = await create_item(http, account)
+        path = f"/api/v1/items/{item['id']}"
+        answers = [
+            await http.get(path, headers=account.headers),  # a Response the route built
+            await http.get(
+                path, headers=account.headers | {"If-None-Match": f'"{item["version"]}"'}
+            ),
+            await http.get(f"/api/v1/items/{uuid7()}", headers=account.headers),  # 404
+            await http.patch(path, json={"bogus": 1}, headers=account.headers),  # 422
+        ]
+    assert [answer.status_code for answer in answers] == [200, 304, 404, 422]
+    remaining = [answer.headers.get("ratelimit-remaining") for answer in answers]
+    assert remaining == ["8", "7", "6", "5"]  # creating the item spent one
+    assert all(answer.headers["ratelimit-policy"] == "10;w=60" for answer in answers)
+
+
 async def test_a_forged_token_cannot_spend_someone_elses_budget(
     settings: Settings, committed: Resources
 ) -> None:
@@ -56,6 +77,32 @@ async def test_a_forged_token_cannot_spend_someone_elses_budget(
         for _ in range(5):
             assert (await http.get(ME, headers=forged)).status_code == 401
         assert (await http.get(ME, headers=victim.headers)).status_code == 200
+
+
+async def test_made_up_api_keys_cannot_open_fresh_budgets(
+    settings: Settings, committed: Resources
+) -> None:
+    # Every made-up key would get a budget of its own and cost a database lookup; past
+    # the anonymous figure of bad keys, the address gets 429 for any key, unlooked-up.
+    async with limited(settings, per_caller_per_minute=100, anonymous_per_minute=3) as http:
+        account = await create_account(http)
+        created = await http.post(
+            "/api/v1/users/me/api-keys",
+            json={"name": "sync", "scopes": ["account:read"]},
+            headers=account.headers,
+        )
+        good = {"X-API-Key": created.json()["key"]}
+        assert (await http.get(ME, headers=good)).status_code == 200
+        made_up = [
+            (await http.get(ME, headers={"X-API-Key": f"ak_{uuid7().hex[:12]}_x"})).status_code
+            for _ in range(4)
+        ]
+        after = await http.get(ME, headers=good)
+        bearer = await http.get(ME, headers=account.headers)
+    assert made_up == [401, 401, 401, 429]
+    assert after.status_code == 429  # from this address, no key is looked up any more
+    assert "retry-after" in after.headers
+    assert bearer.status_code == 200  # bearer tokens are checked without the database
 
 
 async def test_anonymous_requests_are_counted_per_address(settings: Settings, redis: Redis) -> None:

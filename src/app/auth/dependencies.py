@@ -13,13 +13,16 @@ from starlette.requests import HTTPConnection
 from app.api_keys import service as api_key_service
 from app.auth import service as auth_service
 from app.auth.actor import Actor
+from app.auth.ratelimits import record_bad_key, refuse_key_guessing
 from app.auth.scopes import DESCRIPTIONS, Scope
 from app.auth.service import AuthKit, Principal
 from app.core.db import after_commit, on_rollback, session_scope
 from app.core.dependencies import RedisDep, ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import Forbidden, Unauthorized
+from app.core.http import client_address
 from app.core.idempotency import Idempotency, attach, fingerprint, form_fingerprint
 from app.core.observability import USER_ID_SCOPE_KEY
+from app.core.resources import Resources
 from app.models import Role, User
 
 oauth2_scheme = OAuth2PasswordBearer(
@@ -47,18 +50,31 @@ async def get_auth_kit(resources: ResourcesDep) -> AuthKit:
 AuthKitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 
 
+async def _key_principal(
+    connection: HTTPConnection, api_key: str, session: AsyncSession, resources: Resources
+) -> Principal:
+    """The principal of an API key, unless its address has been guessing keys."""
+    await refuse_key_guessing(connection, resources)
+    try:
+        return await api_key_service.authenticate(session, api_key)
+    except Unauthorized:
+        await record_bad_key(connection, resources)
+        raise
+
+
 async def _authenticate(
     security_scopes: SecurityScopes,
     connection: HTTPConnection,
     token: str | None,
     api_key: str | None,
     session: AsyncSession,
-    kit: AuthKit,
+    resources: Resources,
 ) -> Principal:
     """The caller, from an API key or else a bearer token, holding every scope the
     route (and the dependencies in between) declared."""
+    kit = AuthKit.from_resources(resources)
     if api_key:
-        principal = await api_key_service.authenticate(session, api_key)
+        principal = await _key_principal(connection, api_key, session, resources)
     elif token:
         principal = await auth_service.authenticate(session, access_token=token, kit=kit)
     else:
@@ -84,11 +100,10 @@ async def get_principal(
     token: BearerToken,
     api_key: ApiKeyValue,
     session: SessionDep,
-    kit: AuthKitDep,
     background: BackgroundTasks,
     resources: ResourcesDep,
 ) -> Principal:
-    principal = await _authenticate(security_scopes, connection, token, api_key, session, kit)
+    principal = await _authenticate(security_scopes, connection, token, api_key, session, resources)
     if principal.api_key_id is not None:
         background.add_task(api_key_service.mark_used, resources, principal.api_key_id)
     return principal
@@ -105,17 +120,21 @@ async def get_stream_principal(
     """For requests that stay open or stream a body (SSE, uploads): authenticated in a
     session of its own, closed at once, so no database connection is held meanwhile."""
     async with session_scope(maker) as session:
-        kit = AuthKit.from_resources(resources)
-        return await _authenticate(security_scopes, connection, token, api_key, session, kit)
+        return await _authenticate(security_scopes, connection, token, api_key, session, resources)
 
 
 async def authenticate_briefly(
-    token: str, *, resources: ResourcesDep, maker: SessionmakerDep, api_key: str | None = None
+    connection: HTTPConnection,
+    token: str,
+    *,
+    resources: ResourcesDep,
+    maker: SessionmakerDep,
+    api_key: str | None = None,
 ) -> Principal:
     """The same, outside FastAPI's security (the WebSocket authenticates by hand)."""
     async with session_scope(maker) as session:
         if api_key:
-            return await api_key_service.authenticate(session, api_key)
+            return await _key_principal(connection, api_key, session, resources)
         return await auth_service.authenticate(
             session, access_token=token, kit=AuthKit.from_resources(resources)
         )
@@ -185,12 +204,6 @@ class RequireRole:
 
 # Admin routes: the admin role, and the admin scope when an API key is used.
 AdminUser = Annotated[User, Security(RequireRole(Role.admin), scopes=[Scope.admin.value])]
-
-
-def client_address(connection: HTTPConnection) -> str:
-    # Behind a proxy, run uvicorn with --proxy-headers/--forwarded-allow-ips so this is
-    # the client's address and not the proxy's.
-    return connection.client.host if connection.client else "unknown"
 
 
 async def get_client_address(connection: HTTPConnection) -> str:

@@ -7,6 +7,10 @@
   budget, never someone else's.
 - `PerAddress(...)`: a limit per client address for one route (registration, password
   recovery), declared in the route decorator.
+- Guessed API keys: a key is only known to be bad after a database lookup, and each
+  made-up key would open a fresh budget. So an address that sent more bad keys in a
+  minute than the anonymous budget allows gets 429 for any key, before any lookup
+  (`refuse_key_guessing`, `record_bad_key`; the WebSocket too).
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 from fastapi import Depends, Response
 from starlette.requests import HTTPConnection
 
-from app.auth.dependencies import client_address
 from app.core.config import RateLimitSettings
+from app.core.context import add_response_headers
 from app.core.dependencies import ResourcesDep
+from app.core.http import client_address
 from app.core.ratelimit import Limit
+from app.core.resources import Resources
 from app.core.security import InvalidTokenError, TokenType, sha256_hex
 
 API_KEY_HEADER = "X-API-Key"
@@ -39,10 +45,9 @@ def caller_identity(connection: HTTPConnection, resources: ResourcesDep) -> tupl
     return f"addr:{client_address(connection)}", False
 
 
-async def api_budget(
-    connection: HTTPConnection, response: Response, resources: ResourcesDep
-) -> None:
-    """Each caller's budget on the whole API; the `RateLimit-*` headers on every answer."""
+async def api_budget(connection: HTTPConnection, resources: ResourcesDep) -> None:
+    """Each caller's budget on the whole API; the `RateLimit-*` headers on every answer
+    (errors and 304s included: they are added on the way out)."""
     settings = resources.settings.rate_limit
     if not settings.enabled:
         return
@@ -51,10 +56,29 @@ async def api_budget(
     decision = await resources.limiter.hit(Limit("api", per_minute, 60), identity)
     if not decision.admitted:
         raise decision.refuse()
-    response.headers.update(decision.headers())
+    add_response_headers(connection.scope, decision.headers())
 
 
 ApiBudget = Depends(api_budget)
+
+
+def _bad_keys(settings: RateLimitSettings) -> Limit:
+    return Limit("bad-api-keys", settings.anonymous_per_minute, 60)
+
+
+async def refuse_key_guessing(connection: HTTPConnection, resources: Resources) -> None:
+    """429 for an address that sent too many bad API keys lately: no lookup for it."""
+    settings = resources.settings.rate_limit
+    if settings.enabled:
+        decision = await resources.limiter.peek(_bad_keys(settings), client_address(connection))
+        if not decision.admitted:
+            raise decision.refuse()
+
+
+async def record_bad_key(connection: HTTPConnection, resources: Resources) -> None:
+    settings = resources.settings.rate_limit
+    if settings.enabled:
+        await resources.limiter.hit(_bad_keys(settings), client_address(connection))
 
 
 class PerAddress:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Response
 from pydantic import BaseModel, Field
+from starlette.requests import HTTPConnection
 
 from app.core.errors import NotModified, PreconditionFailed
 
@@ -55,6 +56,12 @@ class Precondition:
 
 
 IfMatch = Annotated[Precondition, Depends()]
+
+
+def client_address(connection: HTTPConnection) -> str:
+    """The client's address. Behind a proxy it is the one uvicorn takes from
+    X-Forwarded-For when the proxy is in FORWARDED_ALLOW_IPS, else the proxy's."""
+    return connection.client.host if connection.client else "unknown"
 
 
 class ConditionalGet(BaseModel):

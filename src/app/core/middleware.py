@@ -5,19 +5,38 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
-from starlette.datastructures import Headers, MutableHeaders
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.core.context import REQUEST_ID_SCOPE_KEY, request_id_var
+from app.core.context import REQUEST_ID_SCOPE_KEY, RESPONSE_HEADERS_SCOPE_KEY, request_id_var
 from app.core.errors import problem
 
 REQUEST_ID_HEADER = "X-Request-ID"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
 _WELL_FORMED_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+def _raw(headers: Iterable[tuple[str, str]]) -> RawHeaders:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+def _add_missing(message: Message, additions: RawHeaders) -> None:
+    """Append to a response's raw headers those of `additions` it does not have: on
+    bytes, without Starlette's header objects (every response pays for this)."""
+    headers = list(message.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    for name, value in additions:
+        if name not in present:
+            headers.append((name, value))
+            present.add(name)
+    message["headers"] = headers
 
 
 class RequestIdMiddleware:
@@ -31,16 +50,19 @@ class RequestIdMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        incoming = Headers(scope=scope).get(REQUEST_ID_HEADER)
-        request_id = incoming if incoming and _WELL_FORMED_ID.match(incoming) else uuid.uuid4().hex
+        incoming = next(
+            (value for name, value in scope["headers"] if name == _REQUEST_ID_KEY), None
+        )
+        request_id = incoming.decode("latin-1") if incoming else ""
+        if not _WELL_FORMED_ID.match(request_id):
+            request_id = uuid.uuid4().hex
         scope[REQUEST_ID_SCOPE_KEY] = request_id
         token = request_id_var.set(request_id)
+        echoed = [(_REQUEST_ID_KEY, request_id.encode("latin-1"))]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if REQUEST_ID_HEADER not in headers:
-                    headers.append(REQUEST_ID_HEADER, request_id)
+                _add_missing(message, echoed)
             await send(message)
 
         try:
@@ -111,36 +133,42 @@ DOCS_CSP = (
 )
 
 
-class SecurityHeadersMiddleware:
+class ResponseHeadersMiddleware:
     """Headers every response carries: no MIME sniffing, no referrer, no framing, a
     Content-Security-Policy that forbids everything on API responses (and allows what
-    the docs pages need on them), and HSTS when the service is served over HTTPS."""
+    the docs pages need on them), HSTS when the service is served over HTTPS; and the
+    headers a dependency registered for this request (`add_response_headers`, such as
+    the rate limit's), which errors and responses built by a route would otherwise
+    lose. A header the response already has is left as it is."""
 
     def __init__(self, app: ASGIApp, *, docs_paths: frozenset[str], hsts_seconds: int = 0) -> None:
         self.app = app
         self.docs_paths = docs_paths
-        self.fixed = [
+        fixed = [
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
             ("X-Frame-Options", "DENY"),
             ("Cross-Origin-Opener-Policy", "same-origin"),
         ]
         if hsts_seconds:
-            self.fixed.append(
+            fixed.append(
                 ("Strict-Transport-Security", f"max-age={hsts_seconds}; includeSubDomains")
             )
+        self.api_headers = _raw([*fixed, ("Content-Security-Policy", API_CSP)])
+        self.docs_headers = _raw([*fixed, ("Content-Security-Policy", DOCS_CSP)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        policy = DOCS_CSP if scope["path"] in self.docs_paths else API_CSP
+        defaults = self.docs_headers if scope["path"] in self.docs_paths else self.api_headers
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in [*self.fixed, ("Content-Security-Policy", policy)]:
-                    headers.setdefault(name, value)
+                registered: Mapping[str, str] | None = scope.get(RESPONSE_HEADERS_SCOPE_KEY)
+                _add_missing(
+                    message, [*_raw(registered.items()), *defaults] if registered else defaults
+                )
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -21,8 +21,9 @@ from redis.asyncio import Redis
 from app.core.errors import TooManyRequests
 from app.core.ids import uuid7
 
-# KEYS: the identity's key. ARGV: window (ms), requests, a unique member.
-# Returns {admitted, remaining, ms until a slot frees}.
+# KEYS: the identity's key. ARGV: window (ms), requests, a unique member, "1" to record
+# an admitted request ("0" only looks). Returns {admitted, remaining, ms until a slot
+# frees}.
 _SLIDING_WINDOW = """
 local now = redis.call('TIME')
 now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -32,10 +33,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local admitted = 0
 if count < limit then
-    redis.call('ZADD', KEYS[1], now, ARGV[3])
-    redis.call('PEXPIRE', KEYS[1], window)
-    count = count + 1
     admitted = 1
+    if ARGV[4] == '1' then
+        redis.call('ZADD', KEYS[1], now, ARGV[3])
+        redis.call('PEXPIRE', KEYS[1], window)
+        count = count + 1
+    end
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2]
 local reset = window
@@ -83,9 +86,17 @@ class RateLimiter:
         self._script = redis.register_script(_SLIDING_WINDOW)
 
     async def hit(self, limit: Limit, identity: str) -> Decision:
+        """Count one request if the limit admits it."""
+        return await self._call(limit, identity, record=True)
+
+    async def peek(self, limit: Limit, identity: str) -> Decision:
+        """Whether the limit would admit a request, counting nothing."""
+        return await self._call(limit, identity, record=False)
+
+    async def _call(self, limit: Limit, identity: str, *, record: bool) -> Decision:
         admitted, remaining, reset_ms = await self._script(
             keys=[f"ratelimit:{limit.name}:{identity}"],
-            args=[limit.window_seconds * 1000, limit.requests, uuid7().hex],
+            args=[limit.window_seconds * 1000, limit.requests, uuid7().hex, int(record)],
         )
         return Decision(
             limit=limit,

@@ -91,6 +91,7 @@ async def websocket_events(
     await websocket.accept(subprotocol="bearer" if bearer else None)
     try:
         principal = await authenticate_briefly(
+            websocket,
             bearer or token or "",
             resources=resources,
             maker=maker,
