@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any, TypedDict
 
 from fastapi import FastAPI
@@ -14,6 +15,7 @@ from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
 
 from app.api_keys.router import router as api_keys_router
+from app.auth.credentials import revoked
 from app.auth.ratelimits import ApiBudget
 from app.auth.router import router as auth_router
 from app.core.config import Settings
@@ -149,7 +151,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
         async with (
             Resources.open(settings) as resources,
-            EventHub(resources.redis, settings).running() as hub,
+            EventHub(
+                resources.redis, settings, revoked=partial(revoked, resources)
+            ).running() as hub,
             drain_on_shutdown_signal(hub.drain, within=settings.realtime.drain_timeout_seconds),
         ):
             yield {"resources": resources, "hub": hub}

@@ -21,6 +21,7 @@ MAX_CONNECTIONS = 3
 # Where links built outside a request (by the worker) point.
 PUBLIC_BASE_URL = "https://api.example.test"
 CLIENT_BUFFER = 20
+RECHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -41,6 +42,7 @@ async def cluster(
         REALTIME_CLIENT_BUFFER=str(CLIENT_BUFFER),
         REALTIME_SEND_TIMEOUT_SECONDS="2",
         PUBLIC_BASE_URL=PUBLIC_BASE_URL,
+        REALTIME_RECHECK_SECONDS=str(RECHECK_SECONDS),
     )
     a = await start_server(env)
     try:
@@ -69,3 +71,8 @@ async def live_account(api: httpx.AsyncClient) -> Account:
 async def promote(resources: Resources, account: Account) -> None:
     async with resources.session() as session:
         await session.execute(update(User).where(User.id == account.id).values(role=Role.admin))
+
+
+async def demote(resources: Resources, account: Account) -> None:
+    async with resources.session() as session:
+        await session.execute(update(User).where(User.id == account.id).values(role=Role.user))

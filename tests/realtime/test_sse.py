@@ -14,7 +14,14 @@ from app.core.resources import Resources
 from tests.conftest import ServedApp
 from tests.factories import Account, create_account, create_item
 from tests.live import SseEvent, sse_events
-from tests.realtime.conftest import MAX_CONNECTIONS, Cluster, live_account, promote
+from tests.realtime.conftest import (
+    MAX_CONNECTIONS,
+    RECHECK_SECONDS,
+    Cluster,
+    demote,
+    live_account,
+    promote,
+)
 
 EVENTS = "/api/v1/events"
 
@@ -151,3 +158,36 @@ async def test_idle_streams_get_keep_alive_comments(
         await served.asgi(scope, receive, send)  # type: ignore[arg-type]
     assert bodies[0].startswith(b": connected")
     assert b": ping\n\n" in bodies
+
+
+async def _ended(events: AsyncIterator[SseEvent]) -> bool:
+    """Whether the stream ends (rather than sending anything) within a few seconds."""
+    async with asyncio.timeout(RECHECK_SECONDS + 5):
+        async for event in events:
+            if event.comments != ["ping"]:
+                return False
+    return True
+
+
+async def test_logging_out_ends_the_stream_opened_with_that_token(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    account = await live_account(api)
+    async with stream(cluster.a.url, account) as events:
+        ended = await api.post(
+            "/api/v1/auth/logout",
+            json={"refresh_token": account.refresh_token},
+            headers=account.headers,
+        )
+        assert ended.status_code == 204
+        assert await _ended(events)
+
+
+async def test_a_demoted_admin_loses_the_stream_of_everything(
+    cluster: Cluster, api: httpx.AsyncClient, resources: Resources
+) -> None:
+    admin = await live_account(api)
+    await promote(resources, admin)
+    async with stream(cluster.a.url, admin, path=f"{EVENTS}?scope=all") as events:
+        await demote(resources, admin)
+        assert await _ended(events)

@@ -22,7 +22,13 @@ from app.core.resources import Resources
 from app.core.security import TokenType
 from tests.factories import Account, create_item
 from tests.live import start_server
-from tests.realtime.conftest import MAX_CONNECTIONS, Cluster, live_account, promote
+from tests.realtime.conftest import (
+    MAX_CONNECTIONS,
+    RECHECK_SECONDS,
+    Cluster,
+    live_account,
+    promote,
+)
 from tests.waiting import wait_until
 
 
@@ -304,3 +310,24 @@ async def test_an_api_key_needs_the_events_scope(cluster: Cluster, api: httpx.As
     ) as ws:
         code, reason = await closed_with(ws)
     assert (code, reason) == (1008, "this API key lacks the scope events:read")
+
+
+async def test_deleting_the_key_closes_its_open_websockets(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    account = await live_account(api)
+    created = await api.post(
+        "/api/v1/users/me/api-keys",
+        json={"name": "robot", "scopes": ["events:read"]},
+        headers=account.headers,
+    )
+    key = created.json()
+    async with connect(cluster.b.ws_url, additional_headers={"X-API-Key": key["key"]}) as ws:
+        await nothing_pending(ws)
+        deleted = await api.delete(
+            f"/api/v1/users/me/api-keys/{key['id']}", headers=account.headers
+        )
+        assert deleted.status_code == 204
+        code, reason = await closed_with(ws, within=RECHECK_SECONDS + 5)
+    assert code == 1008
+    assert reason.startswith("credential revoked")

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth import repository
 from app.auth.actor import Actor
+from app.auth.credentials import Credential, revoked_access_key
 from app.auth.schemas import RegisterRequest, TokenPair
 from app.auth.scopes import EVERY_SCOPE
 from app.auth.throttle import LoginThrottle
@@ -76,9 +77,16 @@ class Principal:
     def actor(self) -> Actor:
         return Actor(id=self.user.id, role=self.user.role, scopes=self.scopes)
 
-
-def _revoked_key(jti: str) -> str:
-    return f"auth:revoked-access:{jti}"
+    def credential(self, *, everything: bool = False) -> Credential:
+        """What a stream opened by this caller is re-checked against while it lives."""
+        if self.api_key_id is not None:
+            return Credential(self.user.id, api_key_id=self.api_key_id, everything=everything)
+        return Credential(
+            self.user.id,
+            token_id=self.token_id,
+            token_version=self.user.token_version,
+            everything=everything,
+        )
 
 
 async def register(session: AsyncSession, *, data: RegisterRequest, kit: AuthKit) -> User:
@@ -148,7 +156,9 @@ async def logout(
     await repository.revoke_refresh_family(session, stored.family_id)
 
     async def revoke_access_token() -> None:
-        await kit.redis.set(_revoked_key(principal.token_id), "1", exat=principal.token_expires_at)
+        await kit.redis.set(
+            revoked_access_key(principal.token_id), "1", exat=principal.token_expires_at
+        )
 
     after_commit(session, revoke_access_token)
 
@@ -163,7 +173,7 @@ async def authenticate(session: AsyncSession, *, access_token: str, kit: AuthKit
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from exc
     jti = str(claims["jti"])
-    if await kit.redis.exists(_revoked_key(jti)):
+    if await kit.redis.exists(revoked_access_key(jti)):
         raise Unauthorized("This access token has been revoked")
     user = await user_repository.get(session, user_id)
     if user is None or not user.is_active or claims.get("ver") != user.token_version:

@@ -147,6 +147,9 @@ class RealtimeSettings(_Group):
     # On shutdown, how long clients get to receive their "going away" before the server
     # moves on.
     drain_timeout_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # How often open connections' credentials are checked again (a deleted key, a
+    # logout, a deactivated account end them within this).
+    recheck_seconds: Annotated[float, Field(gt=0)] = 15.0
 
 
 class FilesSettings(_Group):

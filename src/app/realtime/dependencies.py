@@ -40,7 +40,7 @@ async def open_subscription(
         raise Forbidden("Only admins may subscribe to every user's events")
     try:
         subscription = await hub.subscribe(
-            principal.user.id, everything=everything, expires_at=principal.token_expires_at
+            principal.credential(everything=everything), expires_at=principal.token_expires_at
         )
     except Draining as exc:
         raise ServiceUnavailable("The server is restarting; reconnect", retry_after=1) from exc

@@ -9,6 +9,9 @@ WebSocket and SSE subscriptions.
   so the leases of a crashed process lapse by themselves.
 - `drain()` closes every subscription as "going away" (WebSocket 1001, end of the SSE
   stream) and refuses new ones; the server calls it when it is told to stop.
+- Every `REALTIME_RECHECK_SECONDS` the credentials of the open subscriptions are checked
+  again (`revoked`, given by the app), and those no longer standing are closed: a
+  deleted key, a logged-out or outdated token, a deactivated account.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
 from uuid import UUID
@@ -26,6 +29,7 @@ from uuid import UUID
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.auth.credentials import Credential
 from app.core.config import Settings
 from app.core.events import BUS_KEY, Envelope, user_stream_key
 from app.core.ids import uuid7
@@ -63,6 +67,7 @@ class CloseReason(StrEnum):
     going_away = "going_away"  # the server is shutting down
     too_slow = "too_slow"  # the client did not keep up
     expired = "expired"  # the access token it was opened with expired
+    revoked = "revoked"  # its credential no longer stands (deleted key, logout...)
 
 
 class Draining(Exception):
@@ -79,12 +84,11 @@ class Subscription:
     """The events of one connection: its user's, or every user's (`everything`), until
     `expires_at` (the access token's expiry: the client reconnects with a fresh one)."""
 
-    def __init__(
-        self, user_id: UUID, *, everything: bool, capacity: int, expires_at: datetime
-    ) -> None:
+    def __init__(self, credential: Credential, *, capacity: int, expires_at: datetime) -> None:
         self.id = uuid7().hex
-        self.user_id = user_id
-        self.everything = everything
+        self.credential = credential
+        self.user_id = credential.user_id
+        self.everything = credential.everything
         self.expires_at = expires_at
         self.reason: CloseReason | None = None
         self._capacity = capacity
@@ -121,9 +125,13 @@ class Subscription:
                 self.close(CloseReason.expired)
 
 
+Revoked = Callable[[Iterable[Credential]], Awaitable[set[Credential]]]
+
+
 class EventHub:
-    def __init__(self, redis: Redis, settings: Settings) -> None:
+    def __init__(self, redis: Redis, settings: Settings, *, revoked: Revoked) -> None:
         self._redis = redis  # the shared client: leases and history reads
+        self._revoked = revoked
         self._settings = settings
         self._limits = settings.realtime
         self._acquire = redis.register_script(_ACQUIRE)
@@ -143,6 +151,7 @@ class EventHub:
         self._tasks = [
             asyncio.create_task(self._listen(listener), name="events-listener"),
             asyncio.create_task(self._renew_leases(), name="events-leases"),
+            asyncio.create_task(self._recheck_credentials(), name="events-credentials"),
         ]
         try:
             yield self
@@ -170,17 +179,13 @@ class EventHub:
     def _subscriptions(self) -> list[Subscription]:
         return [*self._everything, *(s for subs in self._by_user.values() for s in subs)]
 
-    async def subscribe(
-        self, user_id: UUID, *, expires_at: datetime, everything: bool = False
-    ) -> Subscription:
+    async def subscribe(self, credential: Credential, *, expires_at: datetime) -> Subscription:
         """Register a subscription; `Draining` or `ConnectionLimitReached` when refused."""
         if self._draining:
             raise Draining
+        user_id = credential.user_id
         subscription = Subscription(
-            user_id,
-            everything=everything,
-            capacity=self._limits.client_buffer,
-            expires_at=expires_at,
+            credential, capacity=self._limits.client_buffer, expires_at=expires_at
         )
         now = int(time.time() * 1000)
         acquired = await self._acquire(
@@ -195,7 +200,7 @@ class EventHub:
         )
         if not acquired:
             raise ConnectionLimitReached(self._limits.max_connections_per_user)
-        if everything:
+        if credential.everything:
             self._everything.add(subscription)
         else:
             self._by_user.setdefault(user_id, set()).add(subscription)
@@ -306,3 +311,20 @@ class EventHub:
             except (RedisError, OSError) as exc:
                 REDIS_ERRORS.labels("connection-leases").inc()
                 logger.warning("could not renew connection leases: %s", exc)
+
+    async def _recheck_credentials(self) -> None:
+        while True:
+            await asyncio.sleep(self._limits.recheck_seconds)
+            subscriptions = self._subscriptions()
+            if not subscriptions:
+                continue
+            try:
+                gone = await self._revoked({s.credential for s in subscriptions})
+            except Exception:  # a database or Redis outage: keep them, check again later
+                logger.warning("could not recheck realtime credentials", exc_info=True)
+                continue
+            for subscription in subscriptions:
+                if subscription.credential in gone:
+                    subscription.close(CloseReason.revoked)
+            if gone:
+                logger.info("closed realtime connections of %d revoked credentials", len(gone))

@@ -109,7 +109,7 @@ async def websocket_events(
         return
     try:
         subscription = await hub.subscribe(
-            principal.user.id, everything=everything, expires_at=principal.token_expires_at
+            principal.credential(everything=everything), expires_at=principal.token_expires_at
         )
     except Draining:
         await websocket.close(ws.GOING_AWAY.code, ws.GOING_AWAY.reason)

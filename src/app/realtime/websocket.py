@@ -39,6 +39,9 @@ class Close:
 GOING_AWAY = Close(1001, "server shutting down")
 UNSUPPORTED = Close(1003, 'only {"type": "ping"} text messages are accepted')
 TOKEN_EXPIRED = Close(1008, "access token expired")
+REVOKED = Close(
+    1008, "credential revoked: the key was deleted, the token logged out or the account disabled"
+)
 TOO_BIG = Close(1009, "message too big")
 TOO_SLOW = Close(1013, "too slow: reconnect and resume with last_event_id")
 
@@ -46,6 +49,7 @@ _ON_CLOSE = {
     CloseReason.going_away: GOING_AWAY,
     CloseReason.too_slow: TOO_SLOW,
     CloseReason.expired: TOKEN_EXPIRED,
+    CloseReason.revoked: REVOKED,
 }
 
 Send = Callable[[str], Awaitable[None]]
