@@ -15,6 +15,7 @@ Keys are scoped per caller, so one user can never replay another's response.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -24,13 +25,37 @@ from typing import Any, NoReturn
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from starlette.datastructures import FormData, UploadFile
 
 from app.core.errors import Conflict, UnprocessableContent
+from app.core.ids import uuid7
 
 RECORD_TTL_SECONDS = 24 * 3600
 # A request that holds a key longer than this (a crashed process) releases it.
 IN_FLIGHT_TTL_SECONDS = 60
+# A request in flight renews its claim this often, for at most MAX_IN_FLIGHT_SECONDS: a
+# slow upload keeps its key, a crashed process frees it within IN_FLIGHT_TTL_SECONDS.
+RENEW_EVERY_SECONDS = 20
+MAX_IN_FLIGHT_SECONDS = 3600
+
+# Change the record only while this request still owns the key (a claim that lapsed
+# and was taken by another request must not be overwritten or freed).
+# KEYS: the key. ARGV: owner, then "renew" | "delete" | a record to set, its TTL (s).
+_IF_OWNER = """
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+local ok, record = pcall(cjson.decode, current)
+if not ok or record['owner'] ~= ARGV[1] then return 0 end
+if ARGV[2] == 'renew' then
+    redis.call('EXPIRE', KEYS[1], ARGV[3])
+elseif ARGV[2] == 'delete' then
+    redis.call('DEL', KEYS[1])
+else
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+end
+return 1
+"""
 SCOPE_KEY = "app.idempotency"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("content-type", "location", "etag")
@@ -95,7 +120,9 @@ class Idempotency:
         self._key = f"idempotency:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
         self._fingerprint = fingerprint
         self._derive = derive
+        self._owner = uuid7().hex
         self._owned = False
+        self._renewal: asyncio.Task[None] | None = None
         self.response: Response | None = None
 
     async def begin(self) -> None:
@@ -108,9 +135,12 @@ class Idempotency:
     async def claim(self) -> dict[str, Any] | None:
         """Take the key (None), or return the record of the request that used it first;
         409 while that one is still in flight."""
-        in_flight = json.dumps({"state": "in_flight", "fingerprint": self._fingerprint})
+        in_flight = json.dumps(
+            {"state": "in_flight", "fingerprint": self._fingerprint, "owner": self._owner}
+        )
         if await self._redis.set(self._key, in_flight, nx=True, ex=IN_FLIGHT_TTL_SECONDS):
             self._owned = True
+            self._renewal = asyncio.create_task(self._renew(), name="idempotency-renewal")
             return None
         raw = await self._redis.get(self._key)
         if raw is None:  # expired between the two calls: the key is free again
@@ -136,6 +166,26 @@ class Idempotency:
                 type_="idempotency_key_reused",
             )
 
+    async def _renew(self) -> None:
+        deadline = asyncio.get_running_loop().time() + MAX_IN_FLIGHT_SECONDS
+        while asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(RENEW_EVERY_SECONDS)
+            try:
+                if not await self._if_owner("renew", IN_FLIGHT_TTL_SECONDS):
+                    return
+            except (RedisError, OSError):  # the next round may reach Redis again
+                continue
+
+    async def _if_owner(self, action: str, ttl: int = 0) -> bool:
+        script = self._redis.register_script(_IF_OWNER)
+        return bool(await script(keys=[self._key], args=[self._owner, action, ttl]))
+
+    def _stop_renewing(self) -> None:
+        self._owned = False
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+
     async def store(self) -> None:
         """After the commit: keep a 2xx response for replays, else free the key."""
         response = self.response
@@ -155,14 +205,15 @@ class Idempotency:
                 },
                 "body": base64.b64encode(body).decode(),
             }
-            await self._redis.set(self._key, json.dumps(record), ex=RECORD_TTL_SECONDS)
+            self._stop_renewing()
+            await self._if_owner(json.dumps(record), RECORD_TTL_SECONDS)
         else:
             await self.release()
 
     async def release(self) -> None:
         if self._owned:
-            self._owned = False
-            await self._redis.delete(self._key)
+            self._stop_renewing()
+            await self._if_owner("delete")
 
 
 def _restore(record: dict[str, Any]) -> Response:
