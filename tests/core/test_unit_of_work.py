@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 from redis.asyncio import Redis
@@ -10,6 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.types import Message, Receive, Scope, Send
 
 from app.core.dependencies import get_sessionmaker
+from app.core.events import user_stream_key
+from app.core.idempotency import Idempotency
 from app.models import Item
 from tests.conftest import ServedApp
 from tests.factories import create_account
@@ -94,3 +98,29 @@ async def test_a_failed_commit_frees_the_idempotency_key(
     assert retried.status_code == 201
     assert "idempotent-replayed" not in retried.headers
     assert await db.get(Item, retried.json()["id"]) is not None
+
+
+async def test_a_failing_after_commit_step_neither_undoes_the_answer_nor_skips_the_rest(
+    client: httpx.AsyncClient, db: AsyncSession, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The idempotency record is stored first after the commit; Redis failing there
+    must not turn the committed 201 into an error or skip the item's event and cache."""
+    account = await create_account(client)
+
+    async def unreachable(self: Idempotency) -> None:
+        msg = "Redis went away"
+        raise ConnectionError(msg)
+
+    monkeypatch.setattr(Idempotency, "store", unreachable)
+    created = await client.post(
+        "/api/v1/items",
+        json={"title": "x", "price": "1"},
+        headers=account.headers | {"Idempotency-Key": "k-after-commit"},
+    )
+    monkeypatch.undo()
+    assert created.status_code == 201
+    assert await db.get(Item, created.json()["id"]) is not None
+    # The event was still published: the steps after the failing one ran.
+    [(_, fields)] = await redis.xrange(user_stream_key(account.id))
+    assert fields["type"] == "item.created"
+    assert json.loads(fields["data"])["id"] == created.json()["id"]

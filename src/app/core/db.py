@@ -70,11 +70,18 @@ def on_rollback(session: AsyncSession, callback: Callback) -> None:
 
 
 async def commit(session: AsyncSession) -> None:
+    """Commit, then run every after-commit callback. The write is saved: a callback that
+    fails (Redis down, say) is logged and the others still run, so a committed request
+    never turns into an error. What must not be lost has its own safety net (the job
+    outbox, the cache's versions, a lease that lapses)."""
     await session.commit()
     session.info.pop(_ON_ROLLBACK_KEY, None)
     callbacks: list[Callback] = session.info.pop(_AFTER_COMMIT_KEY, [])
     for callback in callbacks:
-        await callback()
+        try:
+            await callback()
+        except Exception:
+            logger.exception("after-commit callback failed (the commit stands)")
 
 
 async def _rolled_back(session: AsyncSession) -> None:
