@@ -130,16 +130,19 @@ async def relay_outbox(session: AsyncSession, arq: ArqRedis) -> int:
     return len(sent)
 
 
+async def _renew_lease(redis: ArqRedis, job_id: str) -> None:
+    try:
+        # PEXPIRE never re-creates the key once ARQ has finished and deleted it.
+        await redis.pexpire(in_progress_key_prefix + job_id, LEASE_SECONDS * 1000)
+    except (RedisError, OSError) as exc:
+        logger.warning("could not renew the lease of job %s: %s", job_id, exc)
+
+
 async def _hold_lease(redis: ArqRedis, job_id: str) -> None:
     """Keep the job's in-progress key alive in short leases while the job runs."""
-    key = in_progress_key_prefix + job_id
     while True:
-        try:
-            # PEXPIRE never re-creates the key once ARQ has finished and deleted it.
-            await redis.pexpire(key, LEASE_SECONDS * 1000)
-        except (RedisError, OSError) as exc:
-            logger.warning("could not renew the lease of job %s: %s", job_id, exc)
         await asyncio.sleep(LEASE_RENEW_SECONDS)
+        await _renew_lease(redis, job_id)
 
 
 @contextlib.asynccontextmanager
@@ -148,6 +151,9 @@ async def _leased(ctx: dict[str, Any], job_id: str) -> AsyncIterator[None]:
     if not isinstance(redis, ArqRedis):  # called directly, not by a worker
         yield
         return
+    # The short lease replaces ARQ's long one before the job body runs, so a crash at
+    # any point of the run holds the job back for LEASE_SECONDS at most.
+    await _renew_lease(redis, job_id)
     lease = asyncio.create_task(_hold_lease(redis, job_id))
     try:
         yield
