@@ -73,6 +73,9 @@ async def test_skip_creates_the_valid_rows_and_reports_the_rest(client: httpx.As
         (b"name,cost\nLamp,1\n", "lacks the columns: title, price"),
         ("title,price\nCaf\u00e9,1\n".encode("latin-1"), "not UTF-8"),
         (b"title,price\n" + b"x,1\n" * 1001, "At most 1000 rows"),
+        # Past the csv module's field size limit (128 KiB): refused, not a 500.
+        (b'title,price\n"' + b"x" * 200_000 + b'",1\n', "not a readable CSV file"),
+        (b'title,price\nLamp,1\n"unterminated', "not a readable CSV file"),
     ],
 )
 async def test_unusable_files_are_422(

@@ -79,7 +79,14 @@ async def read_rows(upload: UploadFile) -> ParsedRows:
         text = codecs.decode(await upload.read(), "utf-8-sig")
     except UnicodeDecodeError as exc:
         raise UnprocessableContent("The file is not UTF-8 text", field="file") from exc
-    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return _parse(csv.DictReader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error as exc:  # an unterminated quote, a field past 128 KiB...
+        msg = f"The file is not a readable CSV file: {exc}"
+        raise UnprocessableContent(msg, field="file") from exc
+
+
+def _parse(reader: csv.DictReader[str]) -> ParsedRows:
     header = [name.strip().lower() for name in reader.fieldnames or []]
     missing = [name for name in REQUIRED if name not in header]
     if missing:
