@@ -5,8 +5,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import Item, User
+from app.core.resources import Resources
+from app.models import Item, Job, StoredFile, User
+from tests.conftest import RunJobs
 from tests.factories import PASSWORD, create_account, create_item, login
+from tests.files.conftest import PDF, upload_one
 
 ME = "/api/v1/users/me"
 
@@ -105,6 +108,25 @@ async def test_delete_me_removes_the_account_and_its_items(
     )
     assert remaining == 0
     assert (await client.get(ME, headers=account.headers)).status_code == 401
+
+
+async def test_delete_me_removes_the_bytes_of_its_files_and_exports(
+    client: httpx.AsyncClient, db: AsyncSession, resources: Resources, run_jobs: RunJobs
+) -> None:
+    account = await create_account(client)
+    await create_item(client, account)
+    uploaded = await upload_one(client, account, ("a.pdf", PDF, "application/pdf"))
+    export = await client.post("/api/v1/items/exports", headers=account.headers)
+    assert await run_jobs() >= 1
+    stored = await db.get(StoredFile, uploaded["id"])
+    job = await db.get(Job, export.json()["job_id"])
+    assert stored is not None
+    assert job is not None
+    assert job.file_key is not None
+    paths = [resources.storage.local_path(key) for key in (stored.storage_key, job.file_key)]
+    assert all(path.is_file() for path in paths)
+    assert (await client.delete(ME, headers=account.headers)).status_code == 204
+    assert not any(path.exists() for path in paths)
 
 
 @pytest.mark.parametrize("field", ["email", "password", "current_password"])

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 CACHE_INFO_KEY = "cache"
 _PENDING_KEY = "pending_cache_writes"
 TOMBSTONE_VERSION = 2**53  # newer than any real version: deletion wins
+STORE_BATCH = 1000
 
 # KEYS: the entry. ARGV: version, value, ttl (s). Stores "<version>|<value>" unless the
 # entry holds the same or a newer version; 1 when stored.
@@ -89,6 +90,22 @@ class VersionedCache:
             REDIS_ERRORS.labels("cache").inc()
             logger.warning("cache write failed: %s", exc)
 
+    async def store_many(self, entries: list[tuple[str, int, str]]) -> None:
+        """`store` for many entries, a thousand per round trip (best effort)."""
+        if not self.enabled:
+            return
+        try:
+            for start in range(0, len(entries), STORE_BATCH):
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for key, version, value in entries[start : start + STORE_BATCH]:
+                        await self._store(
+                            keys=[key], args=[version, value, self.ttl_seconds], client=pipe
+                        )
+                    await pipe.execute()
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("cache").inc()
+            logger.warning("cache write failed: %s", exc)
+
     async def forget(self, key: str) -> None:
         await self.store(key, TOMBSTONE_VERSION, "")
 
@@ -111,5 +128,8 @@ def store_after_commit(session: AsyncSession, key: str, version: int, value: str
 
 
 async def _flush(session: AsyncSession, cache: VersionedCache) -> None:
-    for key, version, value in session.info.pop(_PENDING_KEY, []):
-        await cache.store(key, version, value)
+    pending: list[tuple[str, int, str]] = session.info.pop(_PENDING_KEY, [])
+    if len(pending) == 1:
+        await cache.store(*pending[0])
+    elif pending:
+        await cache.store_many(pending)

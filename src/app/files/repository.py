@@ -39,6 +39,11 @@ async def items_showing(session: AsyncSession, file_id: UUID) -> Sequence[Item]:
     return (await session.scalars(statement)).all()
 
 
+async def storage_keys_of(session: AsyncSession, owner_id: UUID) -> list[str]:
+    statement = select(StoredFile.storage_key).where(StoredFile.owner_id == owner_id)
+    return list(await session.scalars(statement))
+
+
 async def delete(session: AsyncSession, file: StoredFile) -> None:
     await session.delete(file)
     await session.flush()

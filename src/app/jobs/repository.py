@@ -21,6 +21,11 @@ async def get_for_update(session: AsyncSession, job_id: UUID) -> Job | None:
     return await session.scalar(select(Job).where(Job.id == job_id).with_for_update())
 
 
+async def file_keys_of(session: AsyncSession, owner_id: UUID) -> list[str]:
+    statement = select(Job.file_key).where(Job.owner_id == owner_id, Job.file_key.is_not(None))
+    return [key for key in await session.scalars(statement) if key is not None]
+
+
 async def add(session: AsyncSession, job: Job) -> None:
     session.add(job)
     await session.flush()

@@ -45,9 +45,9 @@ async def update_me(
 
 
 @router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
-async def delete_me(user: TokenUser, session: SessionDep) -> None:
+async def delete_me(user: TokenUser, session: SessionDep, resources: ResourcesDep) -> None:
     """Delete your account and everything it owns."""
-    await user_service.delete_me(session, user)
+    await user_service.delete_me(session, user, storage=resources.storage)
 
 
 @router.get("", response_model=Page[UserRead], responses=problem_responses(403))
@@ -80,6 +80,8 @@ async def update_user(
 @router.delete(
     "/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403, 404, 409)
 )
-async def delete_user(user_id: UUID, admin: AdminUser, session: SessionDep) -> None:
+async def delete_user(
+    user_id: UUID, admin: AdminUser, session: SessionDep, resources: ResourcesDep
+) -> None:
     """Delete an account and everything it owns (admins only)."""
-    await user_service.delete(session, user_id)
+    await user_service.delete(session, user_id, storage=resources.storage)

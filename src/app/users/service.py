@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,14 +10,20 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth import repository as auth_repository
 from app.auth.service import AuthKit
 from app.auth.throttle import LoginThrottle
+from app.core.db import after_commit
 from app.core.errors import Conflict, Forbidden, NotFound
 from app.core.pagination import Paged, PageParams
 from app.core.security import PasswordHasher
+from app.core.storage import Storage
+from app.files import repository as file_repository
 from app.items import events as item_events
 from app.items import repository as item_repository
+from app.jobs import repository as job_repository
 from app.models import Role, User
 from app.users import repository
 from app.users.schemas import UserAdminUpdate, UserUpdateMe
+
+logger = logging.getLogger(__name__)
 
 
 async def get(session: AsyncSession, user_id: UUID) -> User:
@@ -49,9 +56,9 @@ async def update_me(
     return user
 
 
-async def delete_me(session: AsyncSession, user: User) -> None:
+async def delete_me(session: AsyncSession, user: User, *, storage: Storage) -> None:
     await _keep_an_admin(session, user)
-    await _delete(session, user)
+    await _delete(session, user, storage=storage)
 
 
 async def update(
@@ -71,17 +78,31 @@ async def update(
     return user
 
 
-async def delete(session: AsyncSession, user_id: UUID) -> None:
+async def delete(session: AsyncSession, user_id: UUID, *, storage: Storage) -> None:
     user = await get(session, user_id)
     await _keep_an_admin(session, user)
-    await _delete(session, user)
+    await _delete(session, user, storage=storage)
 
 
-async def _delete(session: AsyncSession, user: User) -> None:
-    """Delete the account; its items go with it (ON DELETE CASCADE), so their cached
-    copies are forgotten once that commits."""
+async def _delete(session: AsyncSession, user: User, *, storage: Storage) -> None:
+    """Delete the account and everything it owns: its rows go with it (ON DELETE
+    CASCADE); once that commits, their cached copies are forgotten and the bytes of its
+    files and exports are removed."""
     item_events.forget(session, await item_repository.ids_of(session, user.id))
+    keys = [
+        *await file_repository.storage_keys_of(session, user.id),
+        *await job_repository.file_keys_of(session, user.id),
+    ]
     await repository.delete(session, user)
+
+    async def delete_bytes() -> None:
+        for key in keys:
+            try:
+                await storage.delete(key)
+            except OSError:  # one stuck file must not keep the others
+                logger.exception("could not delete %s of a deleted account", key)
+
+    after_commit(session, delete_bytes)
 
 
 async def _apply(
