@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 BLOCK_MS = 5000
 LEASE_SECONDS = 60
 LEASE_RENEW_SECONDS = 20
+HISTORY_PAGE = 500
 
 # KEYS: the user's leases. ARGV: now (ms), limit, expiry (ms), connection id, key ttl (ms).
 _ACQUIRE = """
@@ -237,13 +238,22 @@ class EventHub:
                 await self._idle.wait()
 
     async def history(self, subscription: Subscription, after: str) -> list[Envelope]:
-        """What the subscription would have received after event `after` (bounded)."""
+        """Every kept event after event `after`, oldest first. The streams are trimmed
+        approximately, so they may keep more than their nominal size: all of it is read,
+        a page at a time (up to twice the size), never just the oldest page."""
         if subscription.everything:
-            key, count = BUS_KEY, self._limits.bus_size
+            key, size = BUS_KEY, self._limits.bus_size
         else:
-            key, count = user_stream_key(subscription.user_id), self._limits.history_size
-        entries = await self._redis.xrange(key, min=f"({after}", max="+", count=count)
-        return [Envelope.render(event_id, fields) for event_id, fields in entries]
+            key, size = user_stream_key(subscription.user_id), self._limits.history_size
+        envelopes: list[Envelope] = []
+        start = after
+        while len(envelopes) < 2 * size:
+            page = await self._redis.xrange(key, min=f"({start}", max="+", count=HISTORY_PAGE)
+            envelopes += [Envelope.render(event_id, fields) for event_id, fields in page]
+            if len(page) < HISTORY_PAGE:
+                break
+            start = page[-1][0]
+        return envelopes
 
     async def follow(
         self, subscription: Subscription, after: str | None
