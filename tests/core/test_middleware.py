@@ -98,9 +98,11 @@ async def test_production_answers_its_own_hosts_and_the_probes(settings: Setting
     async with app_client(_production(settings), base_url="http://10.1.2.3:8000") as http:
         refused = await http.get(ITEMS)
         probe = await http.get("/health/live")
+        scrape = await http.get("/metrics")
         named = await http.get(ITEMS, headers={"Host": "api.example.com"})
     assert refused.status_code == 400
     assert probe.status_code == 200  # Kubernetes probes use the pod's address
+    assert scrape.status_code == 404  # so do scrapers (the metrics are off here: 404)
     assert named.status_code == 401  # through, to authentication
 
 

@@ -175,11 +175,14 @@ class ResponseHeadersMiddleware:
 
 
 class HealthExemptTrustedHostMiddleware(TrustedHostMiddleware):
-    """Starlette's Host check, except for the health probes, which orchestrators send to
-    a pod's own address (Kubernetes uses the pod IP as Host)."""
+    """Starlette's Host check, except for the health probes and the metrics, which
+    orchestrators and scrapers send to a pod's own address (Kubernetes uses the pod IP
+    as Host; /metrics has credentials of its own)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/health/"):
+        if scope["type"] == "http" and (
+            scope["path"].startswith("/health/") or scope["path"] == "/metrics"
+        ):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
