@@ -3,6 +3,7 @@ scopes enforced with FastAPI's Security."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,8 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.api_keys import repository as api_key_repository
+from app.api_keys.service import MAX_KEYS_PER_USER
 from app.core.db import utcnow
 from app.models import ApiKey, User
 from tests.factories import Account, create_account, create_admin, create_item
@@ -195,3 +198,29 @@ async def test_the_last_use_is_recorded_after_the_response(
         return listed[0]["last_used_at"] is not None
 
     await wait_until(used, within=5)
+
+
+async def test_concurrent_creates_cannot_pass_the_cap(
+    committed_client: httpx.AsyncClient, committed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await create_account(committed_client)
+    for _ in range(MAX_KEYS_PER_USER - 1):
+        await new_key(committed_client, account, "items:read")
+    add = api_key_repository.add
+
+    async def slow_add(session: AsyncSession, api_key: ApiKey) -> None:
+        await asyncio.sleep(0.05)  # every request has counted before any inserts
+        await add(session, api_key)
+
+    monkeypatch.setattr(api_key_repository, "add", slow_add)
+    answers = await asyncio.gather(
+        *(
+            committed_client.post(
+                KEYS, json={"name": "race", "scopes": ["items:read"]}, headers=account.headers
+            )
+            for _ in range(8)
+        )
+    )
+    assert sorted(answer.status_code for answer in answers) == [201] + [409] * 7
+    listed = await committed_client.get(KEYS, headers=account.headers)
+    assert len(listed.json()) == MAX_KEYS_PER_USER

@@ -9,7 +9,7 @@ from uuid import UUID
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.models import ApiKey
+from app.models import ApiKey, User
 
 
 async def add(session: AsyncSession, key: ApiKey) -> None:
@@ -18,6 +18,9 @@ async def add(session: AsyncSession, key: ApiKey) -> None:
 
 
 async def count_of(session: AsyncSession, user_id: UUID) -> int:
+    """How many keys the user holds, their account row locked until the transaction
+    ends: concurrent creates are counted one after the other, so the cap holds."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
     statement = select(func.count()).select_from(ApiKey).where(ApiKey.user_id == user_id)
     return int(await session.scalar(statement) or 0)
 
