@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.items import repository as item_repository
 from tests.factories import Account, create_account, create_admin, create_item
 from tests.files.conftest import FILES, PNG, upload_one
 
@@ -128,3 +131,34 @@ async def test_the_body_refuses_unknown_fields(client: httpx.AsyncClient) -> Non
         headers=account.headers,
     )
     assert response.status_code == 422
+
+
+async def test_a_file_deleted_while_it_is_being_attached_leaves_no_stale_item(
+    committed_client: httpx.AsyncClient, committed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attach has written its link but not committed when the delete looks for the
+    file's items: the delete must wait for it and then detach, moving the version on."""
+    account = await create_account(committed_client)
+    item = await create_item(committed_client, account)
+    file = await upload_one(committed_client, account, ("a.txt", b"a", "text/plain"))
+    save = item_repository.save
+
+    async def slow_save(session: AsyncSession, *, precondition_sent: bool) -> None:
+        await save(session, precondition_sent=precondition_sent)
+        await asyncio.sleep(0.3)  # the link row is written, the commit is still to come
+
+    monkeypatch.setattr(item_repository, "save", slow_save)
+
+    async def delete_meanwhile() -> httpx.Response:
+        await asyncio.sleep(0.1)
+        return await committed_client.delete(f"{FILES}/{file['id']}", headers=account.headers)
+
+    attached, deleted = await asyncio.gather(
+        attach(committed_client, account, item, file), delete_meanwhile()
+    )
+    monkeypatch.undo()
+    assert attached.status_code == 201
+    assert deleted.status_code == 204
+    read = await committed_client.get(f"/api/v1/items/{item['id']}", headers=account.headers)
+    assert read.json()["attachments"] == []
+    assert read.json()["version"] == attached.json()["version"] + 1

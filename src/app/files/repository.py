@@ -13,8 +13,12 @@ from app.core.pagination import Paged, PageParams, paginate
 from app.models import Item, StoredFile, item_attachments
 
 
-async def get(session: AsyncSession, file_id: UUID) -> StoredFile | None:
-    return await session.get(StoredFile, file_id)
+async def get(
+    session: AsyncSession, file_id: UUID, *, for_update: bool = False
+) -> StoredFile | None:
+    """`for_update` waits for any transaction still linking the file to an item (its
+    foreign-key check holds a share lock on the row), so the caller sees every link."""
+    return await session.get(StoredFile, file_id, with_for_update=for_update)
 
 
 async def add_all(session: AsyncSession, files: Sequence[StoredFile]) -> None:

@@ -60,8 +60,10 @@ async def upload_files(
     return files
 
 
-async def get(session: AsyncSession, actor: Actor, file_id: UUID) -> StoredFile:
-    file = await repository.get(session, file_id)
+async def get(
+    session: AsyncSession, actor: Actor, file_id: UUID, *, for_update: bool = False
+) -> StoredFile:
+    file = await repository.get(session, file_id, for_update=for_update)
     # Another user's file answers exactly like a missing one.
     if file is None or (file.owner_id != actor.id and not actor.sees_everything):
         raise NotFound("File not found")
@@ -75,7 +77,7 @@ async def list_page(session: AsyncSession, actor: Actor, *, page: PageParams) ->
 async def delete(session: AsyncSession, actor: Actor, file_id: UUID, *, storage: Storage) -> None:
     """Delete the file and detach it from its items (whose version moves on); the bytes
     go only once the deletion has committed."""
-    file = await get(session, actor, file_id)
+    file = await get(session, actor, file_id, for_update=True)
     for item in await repository.items_showing(session, file.id):
         item.attachments.remove(file)
         item.updated_at = utcnow()
