@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api_keys import repository
 from app.api_keys.schemas import ApiKeyCreate
+from app.auth.accounts import Account
 from app.auth.scopes import Scope
 from app.auth.service import Principal
 from app.core.db import utcnow
@@ -87,7 +88,7 @@ async def authenticate(session: AsyncSession, presented: str) -> Principal:
     if user is None or not user.is_active:
         raise Unauthorized(_INVALID)
     return Principal(
-        user=user,
+        account=Account.of(user),
         token_id=f"api-key:{api_key.id}",
         token_expires_at=api_key.expires_at or now + STREAM_LIFETIME,
         scopes=frozenset(api_key.scopes),

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import BackgroundTasks, Depends, Header, Request, Security
 from fastapi.security import APIKeyHeader, OAuth2PasswordBearer, SecurityScopes
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import HTTPConnection
 
 from app.api_keys import service as api_key_service
@@ -24,6 +24,7 @@ from app.core.idempotency import Idempotency, attach, fingerprint, form_fingerpr
 from app.core.observability import USER_ID_SCOPE_KEY
 from app.core.resources import Resources
 from app.models import Role, User
+from app.users import repository as user_repository
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/api/v1/auth/token",
@@ -51,12 +52,16 @@ AuthKitDep = Annotated[AuthKit, Depends(get_auth_kit)]
 
 
 async def _key_principal(
-    connection: HTTPConnection, api_key: str, session: AsyncSession, resources: Resources
+    connection: HTTPConnection,
+    api_key: str,
+    maker: async_sessionmaker[AsyncSession],
+    resources: Resources,
 ) -> Principal:
     """The principal of an API key, unless its address has been guessing keys."""
     await refuse_key_guessing(connection, resources)
     try:
-        return await api_key_service.authenticate(session, api_key)
+        async with session_scope(maker) as session:
+            return await api_key_service.authenticate(session, api_key)
     except Unauthorized:
         await record_bad_key(connection, resources)
         raise
@@ -67,16 +72,18 @@ async def _authenticate(
     connection: HTTPConnection,
     token: str | None,
     api_key: str | None,
-    session: AsyncSession,
+    maker: async_sessionmaker[AsyncSession],
     resources: Resources,
 ) -> Principal:
     """The caller, from an API key or else a bearer token, holding every scope the
-    route (and the dependencies in between) declared."""
-    kit = AuthKit.from_resources(resources)
+    route (and the dependencies in between) declared. Any database read happens in a
+    short session of its own, so no connection is held for the rest of the request
+    (nor taken at all when Redis has the account: see app.auth.accounts)."""
     if api_key:
-        principal = await _key_principal(connection, api_key, session, resources)
+        principal = await _key_principal(connection, api_key, maker, resources)
     elif token:
-        principal = await auth_service.authenticate(session, access_token=token, kit=kit)
+        kit = AuthKit.from_resources(resources)
+        principal = await auth_service.authenticate(maker, access_token=token, kit=kit)
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key")
     missing = sorted(set(security_scopes.scopes) - principal.scopes)
@@ -90,7 +97,7 @@ async def _authenticate(
             },
         )
     # For the access log, which runs outside the routing.
-    connection.scope[USER_ID_SCOPE_KEY] = str(principal.user.id)
+    connection.scope[USER_ID_SCOPE_KEY] = str(principal.account.id)
     return principal
 
 
@@ -99,11 +106,11 @@ async def get_principal(
     connection: HTTPConnection,
     token: BearerToken,
     api_key: ApiKeyValue,
-    session: SessionDep,
+    maker: SessionmakerDep,
     background: BackgroundTasks,
     resources: ResourcesDep,
 ) -> Principal:
-    principal = await _authenticate(security_scopes, connection, token, api_key, session, resources)
+    principal = await _authenticate(security_scopes, connection, token, api_key, maker, resources)
     if principal.api_key_id is not None:
         background.add_task(api_key_service.mark_used, resources, principal.api_key_id)
     return principal
@@ -117,10 +124,9 @@ async def get_stream_principal(
     resources: ResourcesDep,
     maker: SessionmakerDep,
 ) -> Principal:
-    """For requests that stay open or stream a body (SSE, uploads): authenticated in a
-    session of its own, closed at once, so no database connection is held meanwhile."""
-    async with session_scope(maker) as session:
-        return await _authenticate(security_scopes, connection, token, api_key, session, resources)
+    """For requests that stay open or stream a body (SSE, uploads): the same, without
+    the API key's last-use note (a background task would wait for the stream's end)."""
+    return await _authenticate(security_scopes, connection, token, api_key, maker, resources)
 
 
 async def authenticate_briefly(
@@ -132,16 +138,26 @@ async def authenticate_briefly(
     api_key: str | None = None,
 ) -> Principal:
     """The same, outside FastAPI's security (the WebSocket authenticates by hand)."""
-    async with session_scope(maker) as session:
-        if api_key:
-            return await _key_principal(connection, api_key, session, resources)
-        return await auth_service.authenticate(
-            session, access_token=token, kit=AuthKit.from_resources(resources)
-        )
+    if api_key:
+        return await _key_principal(connection, api_key, maker, resources)
+    return await auth_service.authenticate(
+        maker, access_token=token, kit=AuthKit.from_resources(resources)
+    )
 
 
-async def get_current_user(principal: Annotated[Principal, Depends(get_principal)]) -> User:
-    return principal.user
+async def _user_of(principal: Principal, session: AsyncSession) -> User:
+    """The caller's row, for the routes that read or change the account itself
+    (authentication alone only needs `principal.account`, usually from Redis)."""
+    user = await user_repository.get(session, principal.account.id)
+    if user is None or not user.is_active:
+        raise Unauthorized("This access token is no longer valid")
+    return user
+
+
+async def get_current_user(
+    principal: Annotated[Principal, Depends(get_principal)], session: SessionDep
+) -> User:
+    return await _user_of(principal, session)
 
 
 async def get_actor(principal: Annotated[Principal, Depends(get_principal)]) -> Actor:
@@ -181,8 +197,8 @@ async def get_token_principal(principal: Annotated[Principal, Depends(get_princi
 TokenPrincipal = Annotated[Principal, Depends(get_token_principal)]
 
 
-async def get_token_user(principal: TokenPrincipal) -> User:
-    return principal.user
+async def get_token_user(principal: TokenPrincipal, session: SessionDep) -> User:
+    return await _user_of(principal, session)
 
 
 TokenUser = Annotated[User, Depends(get_token_user)]

@@ -10,16 +10,17 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from redis.asyncio import Redis
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import repository
+from app.auth.accounts import Account, AccountCache
 from app.auth.actor import Actor
 from app.auth.credentials import Credential, revoked_access_key
 from app.auth.schemas import RegisterRequest, TokenPair
 from app.auth.scopes import EVERY_SCOPE
 from app.auth.throttle import LoginThrottle
 from app.core.config import Settings
-from app.core.db import after_commit, utcnow
+from app.core.db import after_commit, session_scope, utcnow
 from app.core.errors import BadRequest, Conflict, Forbidden, Unauthorized
 from app.core.ids import uuid7
 from app.core.jobs import enqueue_after_commit
@@ -56,10 +57,17 @@ class AuthKit:
     passwords: PasswordHasher
     tokens: TokenCodec
     redis: Redis
+    accounts: AccountCache
 
     @classmethod
     def from_resources(cls, resources: Resources) -> AuthKit:
-        return cls(resources.settings, resources.passwords, resources.tokens, resources.redis)
+        return cls(
+            resources.settings,
+            resources.passwords,
+            resources.tokens,
+            resources.redis,
+            AccountCache(resources.accounts, resources.redis),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +75,7 @@ class Principal:
     """The authenticated caller and the credential they presented: an access token
     (every scope; `token_id` is its jti) or an API key (its scopes; `api_key_id`)."""
 
-    user: User
+    account: Account
     token_id: str
     token_expires_at: datetime
     scopes: frozenset[str] = EVERY_SCOPE
@@ -75,16 +83,16 @@ class Principal:
 
     @property
     def actor(self) -> Actor:
-        return Actor(id=self.user.id, role=self.user.role, scopes=self.scopes)
+        return Actor(id=self.account.id, role=self.account.role, scopes=self.scopes)
 
     def credential(self, *, everything: bool = False) -> Credential:
         """What a stream opened by this caller is re-checked against while it lives."""
         if self.api_key_id is not None:
-            return Credential(self.user.id, api_key_id=self.api_key_id, everything=everything)
+            return Credential(self.account.id, api_key_id=self.api_key_id, everything=everything)
         return Credential(
-            self.user.id,
+            self.account.id,
             token_id=self.token_id,
-            token_version=self.user.token_version,
+            token_version=self.account.token_version,
             everything=everything,
         )
 
@@ -151,7 +159,7 @@ async def logout(
 ) -> None:
     token_id, user_id = _decode_refresh(refresh_token, kit)
     stored = await repository.get_refresh_token_for_update(session, token_id)
-    if stored is None or user_id != principal.user.id:
+    if stored is None or user_id != principal.account.id:
         raise Unauthorized("Invalid refresh token")
     await repository.revoke_refresh_family(session, stored.family_id)
 
@@ -163,7 +171,11 @@ async def logout(
     after_commit(session, revoke_access_token)
 
 
-async def authenticate(session: AsyncSession, *, access_token: str, kit: AuthKit) -> Principal:
+async def authenticate(
+    maker: async_sessionmaker[AsyncSession], *, access_token: str, kit: AuthKit
+) -> Principal:
+    """The principal of an access token. The account comes from Redis when cached
+    (app.auth.accounts); only a miss opens a short session of its own."""
     try:
         claims = kit.tokens.decode(access_token, TokenType.access)
         user_id = UUID(claims["sub"])
@@ -173,13 +185,21 @@ async def authenticate(session: AsyncSession, *, access_token: str, kit: AuthKit
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         ) from exc
     jti = str(claims["jti"])
-    if await kit.redis.exists(revoked_access_key(jti)):
+    version = claims.get("ver")
+    revoked, account = await kit.accounts.lookup(user_id, revoked_key=revoked_access_key(jti))
+    if revoked:
         raise Unauthorized("This access token has been revoked")
-    user = await user_repository.get(session, user_id)
-    if user is None or not user.is_active or claims.get("ver") != user.token_version:
+    # A token newer than the cached account means the entry is behind: ask the database.
+    if account is None or (isinstance(version, int) and version > account.token_version):
+        async with session_scope(maker) as session:
+            user = await user_repository.get(session, user_id)
+            account = None if user is None else Account.of(user)
+        if account is not None:
+            await kit.accounts.fill(account)
+    if account is None or not account.is_active or version != account.token_version:
         raise Unauthorized("This access token is no longer valid")
     expires_at = datetime.fromtimestamp(claims["exp"], tz=UTC)
-    return Principal(user=user, token_id=jti, token_expires_at=expires_at)
+    return Principal(account=account, token_id=jti, token_expires_at=expires_at)
 
 
 def request_password_reset(session: AsyncSession, *, email: str) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from app.core.db import after_commit
 from app.core.observability import REDIS_ERRORS
@@ -28,6 +29,7 @@ from app.core.observability import REDIS_ERRORS
 logger = logging.getLogger(__name__)
 
 CACHE_INFO_KEY = "cache"
+ACCOUNT_CACHE_SLOT = "account_cache"  # app.auth.accounts
 _PENDING_KEY = "pending_cache_writes"
 TOMBSTONE_VERSION = 2**53  # newer than any real version: deletion wins
 STORE_BATCH = 1000
@@ -53,6 +55,16 @@ class Entry:
     value: str
 
 
+def parse_entry(raw: str | None) -> Entry | None:
+    """An entry as stored (`<version>|<value>`); None for a miss or a tombstone."""
+    if raw is None:
+        return None
+    version, _, value = raw.partition("|")
+    if int(version) >= TOMBSTONE_VERSION:
+        return None
+    return Entry(int(version), value)
+
+
 class VersionedCache:
     def __init__(self, redis: Redis, *, ttl_seconds: int) -> None:
         self._redis = redis
@@ -73,12 +85,7 @@ class VersionedCache:
             REDIS_ERRORS.labels("cache").inc()
             logger.warning("cache read failed, using the database: %s", exc)
             return None
-        if raw is None:
-            return None
-        version, _, value = raw.partition("|")
-        if int(version) >= TOMBSTONE_VERSION:
-            return None
-        return Entry(int(version), value)
+        return parse_entry(raw)
 
     async def store(self, key: str, version: int, value: str) -> None:
         """Keep `value` as `version` unless the entry is already as new (best effort)."""
@@ -110,25 +117,34 @@ class VersionedCache:
         await self.store(key, TOMBSTONE_VERSION, "")
 
 
-def cache_info(cache: VersionedCache) -> dict[str, object]:
-    """`session_scope(..., info=cache_info(cache))`: lets the session update the cache."""
-    return {CACHE_INFO_KEY: cache}
+def cache_info(cache: VersionedCache, *, slot: str = CACHE_INFO_KEY) -> dict[str, object]:
+    """`session_scope(..., info=cache_info(cache))`: lets the session update the cache
+    (one `slot` per cache when a session updates several)."""
+    return {slot: cache}
 
 
-def store_after_commit(session: AsyncSession, key: str, version: int, value: str) -> None:
+def store_after_commit(
+    session: Session | AsyncSession,
+    key: str,
+    version: int,
+    value: str,
+    *,
+    slot: str = CACHE_INFO_KEY,
+) -> None:
     """Store (or, with TOMBSTONE_VERSION, forget) the entry once the session commits."""
-    cache = session.info.get(CACHE_INFO_KEY)
+    cache = session.info.get(slot)
     if not isinstance(cache, VersionedCache):
-        msg = "this session was not opened with session_scope(..., info=cache_info(...))"
+        msg = f"this session was not opened with session_scope(..., info=cache_info(..., {slot=}))"
         raise TypeError(msg)
-    pending: list[tuple[str, int, str]] = session.info.setdefault(_PENDING_KEY, [])
+    pending_key = f"{_PENDING_KEY}:{slot}"
+    pending: list[tuple[str, int, str]] = session.info.setdefault(pending_key, [])
     if not pending:
-        after_commit(session, functools.partial(_flush, session, cache))
+        after_commit(session, functools.partial(_flush, session.info, pending_key, cache))
     pending.append((key, version, value))
 
 
-async def _flush(session: AsyncSession, cache: VersionedCache) -> None:
-    pending: list[tuple[str, int, str]] = session.info.pop(_PENDING_KEY, [])
+async def _flush(info: dict[str, object], pending_key: str, cache: VersionedCache) -> None:
+    pending: list[tuple[str, int, str]] = info.pop(pending_key, [])  # type: ignore[assignment]
     if len(pending) == 1:
         await cache.store(*pending[0])
     elif pending:

@@ -96,6 +96,10 @@ class AuthSettings(_Group):
     login_max_failures: PositiveInt = 5
     login_max_failures_per_address: PositiveInt = 50
     login_failure_window_seconds: PositiveInt = 900
+    # Seconds authentication may read an account (role, active, token version) from
+    # Redis instead of PostgreSQL; every change through the service updates the entry at
+    # once, so this only bounds changes made by hand in SQL (0: off).
+    account_cache_seconds: Annotated[int, Field(ge=0)] = 60
 
 
 class MailSettings(_Group):

@@ -16,7 +16,7 @@ from uuid import UUID
 
 from sqlalchemy import DateTime, MetaData, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from app.core.errors import AppError
 from app.core.ids import uuid7
@@ -59,8 +59,10 @@ _AFTER_COMMIT_KEY = "after_commit"
 _ON_ROLLBACK_KEY = "on_rollback"
 
 
-def after_commit(session: AsyncSession, callback: Callback) -> None:
-    """Run `callback` once the session's transaction has committed; never on rollback."""
+def after_commit(session: Session | AsyncSession, callback: Callback) -> None:
+    """Run `callback` once the session's transaction has committed; never on rollback.
+    (An AsyncSession and its synchronous Session share one `info`: ORM event hooks,
+    which see the latter, may register callbacks too.)"""
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
 
 

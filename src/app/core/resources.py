@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.core.cache import VersionedCache, cache_info
+from app.core.cache import ACCOUNT_CACHE_SLOT, VersionedCache, cache_info
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.events import EventPublisher, events_info
@@ -44,6 +44,7 @@ class Resources:
     events: EventPublisher
     limiter: RateLimiter
     cache: VersionedCache
+    accounts: VersionedCache  # app.auth.accounts
 
     @classmethod
     @asynccontextmanager
@@ -69,12 +70,18 @@ class Resources:
                 events=EventPublisher(redis, settings.realtime),
                 limiter=RateLimiter(redis),
                 cache=VersionedCache(redis, ttl_seconds=settings.item_cache_seconds),
+                accounts=VersionedCache(redis, ttl_seconds=settings.auth.account_cache_seconds),
             )
 
     def session_info(self) -> dict[str, object]:
         """What a session needs to enqueue jobs, publish events and update the cache
         after its commit."""
-        return job_info(self.arq) | events_info(self.events) | cache_info(self.cache)
+        return (
+            job_info(self.arq)
+            | events_info(self.events)
+            | cache_info(self.cache)
+            | cache_info(self.accounts, slot=ACCOUNT_CACHE_SLOT)
+        )
 
     def session(self) -> AbstractAsyncContextManager[AsyncSession]:
         """A unit of work (`session_scope`) that may enqueue jobs and publish events."""

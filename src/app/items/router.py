@@ -155,12 +155,12 @@ async def list_items(
 async def read_item(
     item_id: UUID,
     user: ItemsReader,
-    session: SessionDep,
+    maker: SessionmakerDep,
     resources: ResourcesDep,
     if_none_match: Annotated[str | None, Header(max_length=1024)] = None,
 ) -> Response:
     """One item, with its `ETag`; 304 when `If-None-Match` still matches."""
-    item = await item_service.read_body(session, user, item_id, cache=resources.cache)
+    item = await item_service.read_body(maker, user, item_id, cache=resources.cache)
     etag = etag_of(item.version)
     not_modified_unless_changed(if_none_match, etag, cache_control=REVALIDATE)
     # The body is ItemRead's JSON already (rendered when it was read or written).

@@ -46,18 +46,24 @@ class ItemBody:
 
 
 async def read_body(
-    session: AsyncSession, actor: Actor, item_id: UUID, *, cache: VersionedCache
+    maker: async_sessionmaker[AsyncSession],
+    actor: Actor,
+    item_id: UUID,
+    *,
+    cache: VersionedCache,
 ) -> ItemBody:
     """The item's body, from the cache when it holds it (cache-aside; writes keep it
-    right, see app.core.cache), else from the database, filling the cache."""
+    right, see app.core.cache), else from the database, filling the cache. Only a miss
+    opens a (short) session."""
     entry = await cache.get(cache_key(item_id))
     if entry is not None:
         owner_id, _, body = entry.value.partition("|")
         if owner_id != str(actor.id) and not actor.sees_everything:
             raise NotFound("Item not found")
         return ItemBody(entry.version, body)
-    item = await get(session, actor, item_id)
-    body = ItemRead.model_validate(item).model_dump_json()
+    async with session_scope(maker) as session:
+        item = await get(session, actor, item_id)
+        body = ItemRead.model_validate(item).model_dump_json()
     await cache.store(cache_key(item.id), item.version, cache_value(item.owner_id, body))
     return ItemBody(item.version, body)
 
