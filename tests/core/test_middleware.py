@@ -79,8 +79,12 @@ async def test_big_responses_are_gzipped_small_ones_not(client: httpx.AsyncClien
     big = await client.get(ITEMS, headers=headers)
     assert big.headers["content-encoding"] == "gzip"
     assert len(gzip.compress(big.content)) < len(big.content)  # httpx already decoded it
+    assert "accept-encoding" in big.headers["vary"].lower()
     small = await client.get("/health/live", headers=headers)
     assert "content-encoding" not in small.headers
+    identity = await client.get(ITEMS, headers=account.headers | {"Accept-Encoding": "identity"})
+    assert "content-encoding" not in identity.headers
+    assert identity.json() == big.json()
 
 
 def _production(settings: Settings) -> Settings:

@@ -73,6 +73,19 @@ async def test_a_bearer_subprotocol_authenticates_and_ping_gets_pong(
         assert await next_message(ws) == {"type": "pong"}
 
 
+async def test_the_handshake_echoes_the_request_id(
+    cluster: Cluster, api: httpx.AsyncClient
+) -> None:
+    account = await live_account(api)
+    async with connect(
+        cluster.a.ws_url,
+        subprotocols=bearer(account),
+        additional_headers={"X-Request-ID": "ws-request-0001"},
+    ) as ws:
+        assert ws.response is not None
+        assert ws.response.headers["X-Request-ID"] == "ws-request-0001"
+
+
 async def test_a_token_query_parameter_authenticates(
     cluster: Cluster, api: httpx.AsyncClient
 ) -> None:

@@ -3,18 +3,20 @@ a task per request)."""
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
+import time
 from collections.abc import Iterable, Mapping
 
-from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import REQUEST_ID_SCOPE_KEY, RESPONSE_HEADERS_SCOPE_KEY, request_id_var
 from app.core.errors import problem
+from app.core.observability import request_finished, request_started
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
@@ -39,38 +41,6 @@ def _add_missing(message: Message, additions: RawHeaders) -> None:
     message["headers"] = headers
 
 
-class RequestIdMiddleware:
-    """Accept a well-formed incoming `X-Request-ID`, else make one; echo it on the
-    response and expose it to logs (context variable) and problem bodies (scope)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        incoming = next(
-            (value for name, value in scope["headers"] if name == _REQUEST_ID_KEY), None
-        )
-        request_id = incoming.decode("latin-1") if incoming else ""
-        if not _WELL_FORMED_ID.match(request_id):
-            request_id = uuid.uuid4().hex
-        scope[REQUEST_ID_SCOPE_KEY] = request_id
-        token = request_id_var.set(request_id)
-        echoed = [(_REQUEST_ID_KEY, request_id.encode("latin-1"))]
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _add_missing(message, echoed)
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
-
-
 class BodySizeLimitMiddleware:
     """Refuse a request body above `max_bytes` (or the limit `per_path` gives its exact
     path, such as the upload route's) with 413.
@@ -92,7 +62,13 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.per_path.get(scope["path"], self.max_bytes)
-        declared = Headers(scope=scope).get("content-length")
+        declared: str | None = None
+        chunked = False
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                declared = value.decode("latin-1")
+            elif name == b"transfer-encoding":
+                chunked = True
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             status = 413 if declared.isdigit() else 400
             detail = (
@@ -102,6 +78,9 @@ class BodySizeLimitMiddleware:
             )
             response = problem(Request(scope), status=status, detail=detail)
             await response(scope, receive, send)
+            return
+        if declared is None and not chunked:  # no body (RFC 9112, 6.3): nothing to count
+            await self.app(scope, receive, send)
             return
 
         received = 0
@@ -133,13 +112,23 @@ DOCS_CSP = (
 )
 
 
-class ResponseHeadersMiddleware:
-    """Headers every response carries: no MIME sniffing, no referrer, no framing, a
-    Content-Security-Policy that forbids everything on API responses (and allows what
-    the docs pages need on them), HSTS when the service is served over HTTPS; and the
-    headers a dependency registered for this request (`add_response_headers`, such as
-    the rate limit's), which errors and responses built by a route would otherwise
-    lose. A header the response already has is left as it is."""
+class EdgeMiddleware:
+    """The outermost layer, in one pass (each ASGI layer costs every request a call
+    and a `send` wrapper; these three were three layers):
+
+    - **Request id.** Accept a well-formed incoming `X-Request-ID`, else make one; echo
+      it on the response and expose it to logs (context variable) and problem bodies
+      (scope). WebSockets get one too.
+    - **Access log and metrics.** Time every HTTP request, count it, log it once it is
+      answered (app.core.observability).
+    - **Headers every response carries:** no MIME sniffing, no referrer, no framing, a
+      Content-Security-Policy that forbids everything on API responses (and allows
+      what the docs pages need on them), HSTS when the service is served over HTTPS;
+      and the headers a dependency registered for this request
+      (`add_response_headers`, such as the rate limit's), which errors and responses
+      built by a route would otherwise lose. A header the response already has is left
+      as it is.
+    """
 
     def __init__(self, app: ASGIApp, *, docs_paths: frozenset[str], hsts_seconds: int = 0) -> None:
         self.app = app
@@ -158,20 +147,81 @@ class ResponseHeadersMiddleware:
         self.docs_headers = _raw([*fixed, ("Content-Security-Policy", DOCS_CSP)])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        defaults = self.docs_headers if scope["path"] in self.docs_paths else self.api_headers
+        request_id = _request_id(scope)
+        scope[REQUEST_ID_SCOPE_KEY] = request_id
+        token = request_id_var.set(request_id)
+        try:
+            if kind == "websocket":
+                await self._websocket(scope, receive, send, request_id)
+            else:
+                await self._http(scope, receive, send, request_id)
+        finally:
+            request_id_var.reset(token)
 
-        async def send_with_headers(message: Message) -> None:
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        echoed = [(_REQUEST_ID_KEY, request_id.encode("latin-1"))]
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "websocket.accept":
+                _add_missing(message, echoed)
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
+        method = scope["method"]
+        started = time.perf_counter()
+        status = 500  # unless a response starts
+        defaults = self.docs_headers if scope["path"] in self.docs_paths else self.api_headers
+        request_started(method)
+
+        async def send_edge(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 registered: Mapping[str, str] | None = scope.get(RESPONSE_HEADERS_SCOPE_KEY)
                 _add_missing(
-                    message, [*_raw(registered.items()), *defaults] if registered else defaults
+                    message,
+                    [
+                        (_REQUEST_ID_KEY, request_id.encode("latin-1")),
+                        *(_raw(registered.items()) if registered else ()),
+                        *defaults,
+                    ],
                 )
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_edge)
+        finally:
+            request_finished(scope, method, status, time.perf_counter() - started)
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == _REQUEST_ID_KEY:
+            incoming: str = value.decode("latin-1")
+            if _WELL_FORMED_ID.match(incoming):
+                return incoming
+            break
+    return os.urandom(16).hex()  # 128 random bits, as uuid4().hex without its cost
+
+
+class GZipWhenAcceptedMiddleware(GZipMiddleware):
+    """Starlette's GZip, entered only by requests that accept gzip: the others would
+    pay for a `send` wrapper that never compresses (it only adds `Vary`, which a
+    response that is not compressed does not need)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"accept-encoding" and b"gzip" in value:
+                    await super().__call__(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
 
 
 class HealthExemptTrustedHostMiddleware(TrustedHostMiddleware):

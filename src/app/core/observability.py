@@ -1,7 +1,7 @@
 """What every request leaves behind: one access-log line and its Prometheus metrics.
 
-One pure ASGI middleware does both, so a request is timed once. It reads, after the
-application ran:
+The edge middleware (app.core.middleware) times a request once and calls
+`request_finished`, which reads, after the application ran:
 - the route template from `scope["route"]` (set by the router), never the raw path, so
   neither ids nor query strings (tokens) reach the log or the metric labels;
 - the caller's user id, which the authentication dependency leaves in the scope.
@@ -14,10 +14,9 @@ scraped (app.health.metrics).
 from __future__ import annotations
 
 import logging
-import time
 
 from prometheus_client import Counter, Gauge, Histogram
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 USER_ID_SCOPE_KEY = "app.user_id"
 UNMATCHED_ROUTE = "<unmatched>"
@@ -53,67 +52,79 @@ def route_template(scope: Scope) -> str:
     return path if isinstance(path, str) and path else UNMATCHED_ROUTE
 
 
-class ObservabilityMiddleware:
-    """Time every HTTP request; count it; log it once it is answered."""
+QUIET_PREFIXES = ("/health/",)  # probes poll every few seconds: DEBUG, not INFO
 
-    def __init__(self, app: ASGIApp, *, quiet_prefixes: tuple[str, ...] = ("/health/",)) -> None:
-        self.app = app
-        # Probes poll every few seconds: their lines go to DEBUG, not INFO.
-        self.quiet_prefixes = quiet_prefixes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        method = scope["method"]
-        started = time.perf_counter()
-        status = 500  # unless a response starts
-        in_progress = IN_PROGRESS.labels(method)
-        in_progress.inc()
+class _Children:
+    """The metrics' labelled children, looked up once per label values: `labels()`
+    takes a lock and builds a tuple on every call."""
 
-        async def send_observed(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+    def __init__(self) -> None:
+        self._requests: dict[tuple[str, str, int], Counter] = {}
+        self._latency: dict[tuple[str, str], Histogram] = {}
+        self._in_progress: dict[str, Gauge] = {}
 
-        try:
-            await self.app(scope, receive, send_observed)
-        finally:
-            in_progress.dec()
-            elapsed = time.perf_counter() - started
-            route = route_template(scope)
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(elapsed)
-            self._log(scope, method, route, status, elapsed)
+    def in_progress(self, method: str) -> Gauge:
+        gauge = self._in_progress.get(method)
+        if gauge is None:
+            gauge = self._in_progress[method] = IN_PROGRESS.labels(method)
+        return gauge
 
-    def _log(self, scope: Scope, method: str, route: str, status: int, elapsed: float) -> None:
-        if status >= 500:
-            level = logging.WARNING
-        elif scope["path"].startswith(self.quiet_prefixes):
-            level = logging.DEBUG
-        else:
-            level = logging.INFO
-        if not logger.isEnabledFor(level):
-            return
-        user_id = scope.get(USER_ID_SCOPE_KEY, "-")
-        client = scope.get("client")
-        logger.log(
-            level,
-            "%s %s %s %.1fms user=%s",
-            method,
-            route,
-            status,
-            elapsed * 1000,
-            user_id,
-            extra={
-                "http": {
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "user_id": user_id if user_id != "-" else None,
-                    "client": client[0] if client else None,
-                }
-            },
-        )
+    def record(self, method: str, route: str, status: int, elapsed: float) -> None:
+        counter = self._requests.get((method, route, status))
+        if counter is None:
+            counter = REQUESTS.labels(method, route, str(status))
+            self._requests[method, route, status] = counter
+        counter.inc()
+        histogram = self._latency.get((method, route))
+        if histogram is None:
+            histogram = self._latency[method, route] = LATENCY.labels(method, route)
+        histogram.observe(elapsed)
+
+
+# Label values are bounded: methods, route templates (never raw paths) and statuses.
+_children = _Children()
+
+
+def request_started(method: str) -> None:
+    _children.in_progress(method).inc()
+
+
+def request_finished(scope: Scope, method: str, status: int, elapsed: float) -> None:
+    """Count and time an answered HTTP request, and log it (app.core.middleware's
+    EdgeMiddleware calls this once the response has been sent, or failed)."""
+    _children.in_progress(method).dec()
+    route = route_template(scope)
+    _children.record(method, route, status, elapsed)
+    if status >= 500:
+        level = logging.WARNING
+    elif scope["path"].startswith(QUIET_PREFIXES):
+        level = logging.DEBUG
+    else:
+        level = logging.INFO
+    if logger.isEnabledFor(level):
+        _log(scope, level, method, route, status, elapsed)
+
+
+def _log(scope: Scope, level: int, method: str, route: str, status: int, elapsed: float) -> None:
+    user_id = scope.get(USER_ID_SCOPE_KEY, "-")
+    client = scope.get("client")
+    logger.log(
+        level,
+        "%s %s %s %.1fms user=%s",
+        method,
+        route,
+        status,
+        elapsed * 1000,
+        user_id,
+        extra={
+            "http": {
+                "method": method,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 2),
+                "user_id": user_id if user_id != "-" else None,
+                "client": client[0] if client else None,
+            }
+        },
+    )

@@ -31,10 +31,14 @@ class Readiness(BaseModel):
     checks: dict[str, Check]
 
 
-@router.get("/live")
-async def live() -> Live:
+_LIVE = Response(Live().model_dump_json(), media_type="application/json").body
+
+
+@router.get("/live", response_model=Live)
+async def live() -> Response:
     """200 as long as the process serves requests; touches nothing else."""
-    return Live()
+    # The body never changes: rendered once, not validated and serialised per probe.
+    return Response(_LIVE, media_type="application/json")
 
 
 @router.get(
