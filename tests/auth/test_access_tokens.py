@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta, tzinfo
+from types import SimpleNamespace
 from typing import Any
 from uuid import uuid4
 
@@ -15,8 +17,9 @@ from pydantic import SecretStr
 from sqlalchemy import delete, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core import security
 from app.core.config import AuthSettings, Settings
-from app.core.security import TokenCodec, TokenType
+from app.core.security import InvalidTokenError, TokenCodec, TokenType
 from app.models import User
 from tests.factories import Account, create_account
 
@@ -44,6 +47,16 @@ def _access(settings: Settings, account: Account, **changes: Any) -> str:
     )
 
 
+class _FrozenDatetime:
+    """Stands in for PyJWT's `datetime`: its clock reads `at`."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def now(self, tz: tzinfo | None = None) -> datetime:
+        return datetime.fromtimestamp(self._at, tz=tz)
+
+
 async def _me(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.get(ME, headers={"Authorization": f"Bearer {token}"})
 
@@ -68,6 +81,35 @@ async def test_expired_token_is_401(client: httpx.AsyncClient, settings: Setting
     response = await _me(client, token)
     assert response.status_code == 401
     assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+async def test_a_token_accepted_before_is_refused_once_it_expires(
+    client: httpx.AsyncClient, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The codec remembers verified tokens (app.core.security): never past their expiry."""
+    account = await create_account(client)
+    token = _access(settings, account, lifetime=timedelta(minutes=1))
+    assert (await _me(client, token)).status_code == 200
+    assert (await _me(client, token)).status_code == 200  # remembered
+    later = time.time() + 120
+    monkeypatch.setattr(security, "time", SimpleNamespace(time=lambda: later))
+    monkeypatch.setattr(jwt.api_jwt, "datetime", _FrozenDatetime(later), raising=False)
+    response = await _me(client, token)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_a_remembered_token_is_not_accepted_as_another_kind(settings: Settings) -> None:
+    codec = TokenCodec(settings.auth)
+    token = codec.encode(
+        TokenType.access, subject="someone", jti="j", lifetime=timedelta(minutes=5)
+    ).token
+    assert codec.decode(token, TokenType.access)["sub"] == "someone"
+    with pytest.raises(InvalidTokenError):
+        codec.decode(token, TokenType.refresh)
+    claims = codec.decode(token, TokenType.access)
+    claims["sub"] = "someone else"  # a caller's change stays its own
+    assert codec.decode(token, TokenType.access)["sub"] == "someone"
 
 
 @pytest.mark.parametrize(
