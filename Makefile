@@ -10,7 +10,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run serve worker migrate superuser seed test lint fmt bench-jobs bench-cache bench-realtime bench-upload crash-trials clean
+.PHONY: help install run serve worker migrate superuser seed test lint fmt bench load bench-jobs bench-cache bench-realtime bench-upload crash-trials clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -61,6 +61,13 @@ lint: install ## ruff (lint + format check) and mypy --strict
 fmt: install ## format and autofix
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
+
+bench: install ## wrk against the API and reference handlers R1/R2: one table (needs wrk)
+	$(RUN) python -m bench.http
+
+load: install ## locust, headless (make load USERS=50 DURATION=60; KNEE=1 finds the knee)
+	$(UV) run --frozen --group load python -m bench.load --users $(or $(USERS),50) \
+		--seconds $(or $(DURATION),60) $(if $(KNEE),--knee)
 
 bench-jobs: install ## no-op job throughput and enqueue-to-start latency (database app_bench)
 	$(RUN) python -m bench.jobs

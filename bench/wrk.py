@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -40,29 +41,45 @@ def lua_script(
     headers: dict[str, str] | None = None,
     method: str = "GET",
     body: object | None = None,
+    form: dict[str, str] | None = None,
+    forms: list[dict[str, str]] | None = None,
     paths: list[str] | None = None,
 ) -> Path:
-    """A wrk script: fixed headers, an optional JSON body, and optionally a list of
-    paths that requests go through in turn."""
+    """A wrk script: fixed headers, an optional JSON (`body`) or form body, and
+    optionally a list of paths, or of form bodies (`forms`), that requests go through
+    in turn (each wrk thread starts at its own place in the list)."""
     lines = [f"wrk.method = {json.dumps(method)}"]
     for name, value in (headers or {}).items():
         lines.append(f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}")
     if body is not None:
         lines.append('wrk.headers["Content-Type"] = "application/json"')
         lines.append(f"wrk.body = {json.dumps(json.dumps(body))}")
+    if form is not None:
+        lines.append('wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"')
+        lines.append(f"wrk.body = {json.dumps(urlencode(form))}")
     if paths:
         listed = ", ".join(json.dumps(path) for path in paths)
-        lines += [
-            f"local paths = {{{listed}}}",
-            "local n = 0",
-            "request = function()",
-            "  n = n + 1",
-            "  return wrk.format(nil, paths[(n % #paths) + 1])",
-            "end",
-        ]
+        lines += _rotation(listed, "wrk.format(nil, values[(n % #values) + 1])")
+    if forms:
+        lines.append('wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"')
+        listed = ", ".join(json.dumps(urlencode(form)) for form in forms)
+        lines += _rotation(listed, "wrk.format(nil, nil, nil, values[(n % #values) + 1])")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write("\n".join(lines) + "\n")
         return Path(handle.name)
+
+
+def _rotation(listed: str, request: str) -> list[str]:
+    return [
+        f"local values = {{{listed}}}",
+        "local n = 0",
+        "setup = function(thread) thread:set('offset', math.random(1, 100000)) end",
+        "init = function() n = offset or 0 end",
+        "request = function()",
+        "  n = n + 1",
+        f"  return {request}",
+        "end",
+    ]
 
 
 def _milliseconds(text: str) -> float:
