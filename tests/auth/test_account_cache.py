@@ -3,11 +3,12 @@ that matters is seen at once."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import event
@@ -142,3 +143,27 @@ async def test_a_stale_entry_does_not_refuse_a_newer_token(
     headers = {"Authorization": f"Bearer {tokens['access_token']}"}
     assert (await committed_client.get(ME, headers=headers)).status_code == 200
     assert await redis.get(account_key(account.id)) == "1|user|1"
+
+
+async def test_a_cached_item_comes_back_with_authentication_in_one_round_trip(
+    committed_client: httpx.AsyncClient, committed: Resources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = await create_account(committed_client)
+    item = await create_item(committed_client, account)
+    path = f"/api/v1/items/{item['id']}"
+    first = await committed_client.get(path, headers=account.headers)
+    commands: list[str] = []
+    execute: Callable[..., Awaitable[Any]] = Redis.execute_command
+
+    async def recording(self: Redis, *args: Any, **options: Any) -> Any:
+        commands.append(str(args[0]).upper())
+        return await execute(self, *args, **options)
+
+    monkeypatch.setattr(Redis, "execute_command", recording)
+    second = await committed_client.get(path, headers=account.headers)
+    monkeypatch.undo()
+    assert second.status_code == 200
+    assert second.content == first.content
+    assert second.headers["etag"] == first.headers["etag"]
+    assert commands.count("MGET") == 1
+    assert "GET" not in commands

@@ -71,14 +71,20 @@ class AccountCache:
         self._cache = cache
         self._redis = redis
 
-    async def lookup(self, user_id: UUID, *, revoked_key: str) -> tuple[bool, Account | None]:
+    async def lookup(
+        self, user_id: UUID, *, revoked_key: str, also: dict[str, object] | None = None
+    ) -> tuple[bool, Account | None]:
         """Whether `revoked_key` (an access token's deny-list entry) is set, and the
-        cached account (None when not cached): one round trip. Redis errors propagate:
+        cached account (None when not cached): one round trip, which also reads the keys
+        of `also` into it (app.core.context.want_from_redis). Redis errors propagate:
         the deny-list cannot be skipped."""
-        if not self._cache.enabled:
+        extra = list(also or ())
+        if not self._cache.enabled and not extra:
             return bool(await self._redis.exists(revoked_key)), None
-        revoked, raw = await self._redis.mget(revoked_key, account_key(user_id))
-        entry = parse_entry(raw)
+        revoked, raw, *values = await self._redis.mget(revoked_key, account_key(user_id), *extra)
+        if also is not None:
+            also.update(zip(extra, values, strict=True))
+        entry = parse_entry(raw) if self._cache.enabled else None
         return revoked is not None, None if entry is None else Account.from_entry(user_id, entry)
 
     async def fill(self, account: Account) -> None:

@@ -16,6 +16,7 @@ from app.auth.actor import Actor
 from app.auth.ratelimits import record_bad_key, refuse_key_guessing
 from app.auth.scopes import DESCRIPTIONS, Scope
 from app.auth.service import AuthKit, Principal
+from app.core.context import PREFETCH_SCOPE_KEY
 from app.core.db import after_commit, on_rollback, session_scope
 from app.core.dependencies import RedisDep, ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import Forbidden, Unauthorized
@@ -83,7 +84,9 @@ async def _authenticate(
         principal = await _key_principal(connection, api_key, maker, resources)
     elif token:
         kit = AuthKit.from_resources(resources)
-        principal = await auth_service.authenticate(maker, access_token=token, kit=kit)
+        principal = await auth_service.authenticate(
+            maker, access_token=token, kit=kit, prefetch=connection.scope.get(PREFETCH_SCOPE_KEY)
+        )
     else:
         raise Unauthorized("Send a bearer token or an X-API-Key")
     missing = sorted(set(security_scopes.scopes) - principal.scopes)

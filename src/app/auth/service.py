@@ -172,10 +172,15 @@ async def logout(
 
 
 async def authenticate(
-    maker: async_sessionmaker[AsyncSession], *, access_token: str, kit: AuthKit
+    maker: async_sessionmaker[AsyncSession],
+    *,
+    access_token: str,
+    kit: AuthKit,
+    prefetch: dict[str, object] | None = None,
 ) -> Principal:
     """The principal of an access token. The account comes from Redis when cached
-    (app.auth.accounts); only a miss opens a short session of its own."""
+    (app.auth.accounts); only a miss opens a short session of its own. The keys of
+    `prefetch` are read from Redis in the same round trip."""
     try:
         claims = kit.tokens.decode(access_token, TokenType.access)
         user_id = UUID(claims["sub"])
@@ -186,7 +191,9 @@ async def authenticate(
         ) from exc
     jti = str(claims["jti"])
     version = claims.get("ver")
-    revoked, account = await kit.accounts.lookup(user_id, revoked_key=revoked_access_key(jti))
+    revoked, account = await kit.accounts.lookup(
+        user_id, revoked_key=revoked_access_key(jti), also=prefetch
+    )
     if revoked:
         raise Unauthorized("This access token has been revoked")
     # A token newer than the cached account means the entry is behind: ask the database.
