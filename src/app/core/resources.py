@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from arq import ArqRedis
 from arq.connections import RedisSettings as ArqRedisSettings
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -109,8 +109,12 @@ def build_engine(settings: Settings) -> AsyncEngine:
 
 
 def build_redis(settings: Settings, *, socket_timeout: float | None = None) -> Redis:
-    pool = ConnectionPool.from_url(
+    # Blocking: with every connection busy, a command waits (up to the socket timeout)
+    # for one to come back. redis-py's plain pool raises "Too many connections" at once,
+    # which under a burst of requests turned into 503s (found by make bench).
+    pool = BlockingConnectionPool.from_url(
         settings.redis.url,
+        timeout=settings.redis.socket_timeout,
         decode_responses=True,
         max_connections=settings.redis.max_connections,
         socket_timeout=socket_timeout or settings.redis.socket_timeout,
@@ -122,8 +126,9 @@ def build_redis(settings: Settings, *, socket_timeout: float | None = None) -> R
 
 def build_arq(settings: Settings) -> ArqRedis:
     # ARQ pickles job arguments, so its client speaks bytes: a pool of its own.
-    pool = ConnectionPool.from_url(
+    pool = BlockingConnectionPool.from_url(
         settings.redis.url,
+        timeout=settings.redis.socket_timeout,
         max_connections=settings.redis.max_connections,
         socket_timeout=settings.redis.socket_timeout,
         socket_connect_timeout=settings.redis.socket_timeout,
