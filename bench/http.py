@@ -21,7 +21,9 @@ import argparse
 import asyncio
 import os
 import statistics
+import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -93,7 +95,16 @@ def _median(results: list[wrk.WrkResult]) -> wrk.WrkResult:
         requests=sum(result.requests for result in results),
         non_2xx=sum(result.non_2xx for result in results),
         socket_errors=sum(result.socket_errors for result in results),
+        statuses=dict(sum((Counter(result.statuses) for result in results), Counter())),
     )
+
+
+def _errors(result: wrk.WrkResult) -> str:
+    """`13 (503: 13)`: how many, and which statuses."""
+    if not result.non_2xx:
+        return "0"
+    by_status = ", ".join(f"{status}: {count}" for status, count in sorted(result.statuses.items()))
+    return f"{result.non_2xx} ({by_status})"
 
 
 def _wait_until_idle(cores: int) -> None:
@@ -124,9 +135,12 @@ async def _seed(settings: Settings) -> tuple[str, list[UUID]]:
     return token, items
 
 
-def _start(name: str, args: list[str], env: dict[str, str]) -> Server:
+API_LOG = Path(tempfile.gettempdir()) / "bench-http-api.log"
+
+
+def _start(name: str, args: list[str], env: dict[str, str], log_to: Path | None = None) -> Server:
     port = free_port()
-    process = spawn([*args, "--port", str(port)], env)
+    process = spawn([*args, "--port", str(port)], env, log_to=log_to)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/health/live", within=30)  # R2 answers it 404: up all the same
@@ -193,7 +207,7 @@ def _login_storm(api: Server, *, seconds: int, cores: int) -> list[str]:
     return [
         f"login storm (64 connections, argon2 as configured): {storm.requests_per_second:.1f} "
         f"logins/s = {per_core:.1f} verifications/s per core; p50 {storm.p50_ms:.0f} ms, "
-        f"p99 {storm.p99_ms:.0f} ms, non-2xx {storm.non_2xx + storm.socket_errors}",
+        f"p99 {storm.p99_ms:.0f} ms, non-2xx {_errors(storm)}, socket errors {storm.socket_errors}",
         f"/health/live p99 with 4 probe connections: idle {idle.p99_ms:.2f} ms, during the "
         f"storm {during.p99_ms:.2f} ms ({during.p99_ms / idle.p99_ms:.1f}x)",
         f"API RSS after the storm: {rss_mib(api.process.pid):.1f} MiB",
@@ -212,7 +226,7 @@ def _table(rows: list[Row], rss: float) -> str:
         lines.append(
             f"| {row.label} | {row.connections} | {api.requests_per_second:,.0f} | "
             f"{api.p50_ms:.1f} | {api.p99_ms:.1f} | {api.p99_ms / api.p50_ms:.1f} | "
-            f"{api.non_2xx} | {api.socket_errors} | "
+            f"{_errors(api)} | {api.socket_errors} | "
             + (
                 f"{reference.requests_per_second:,.0f} | {reference.p99_ms:.1f} | "
                 f"{api.requests_per_second / reference.requests_per_second:.2f} |"
@@ -224,7 +238,7 @@ def _table(rows: list[Row], rss: float) -> str:
     return "\n".join(lines)
 
 
-def main(seconds: int, runs: int, connections: list[int]) -> None:
+def main(seconds: int, runs: int, connections: list[int], only: list[str]) -> None:
     wrk.require_wrk()
     cores = os.cpu_count() or 1
     # Rate limits off, and the per-address login limit raised: the storm comes from one
@@ -237,7 +251,8 @@ def main(seconds: int, runs: int, connections: list[int]) -> None:
     item_paths = [f"/api/v1/items/{item_id}" for item_id in items]
     servers: list[Server] = []
     try:
-        api = _start("API", ["serve"], env)
+        API_LOG.unlink(missing_ok=True)
+        api = _start("API", ["serve"], env, log_to=API_LOG)
         servers.append(api)
         r1 = _start("R1", ["-m", "bench.reference", "r1"], env)
         servers.append(r1)
@@ -259,6 +274,8 @@ def main(seconds: int, runs: int, connections: list[int]) -> None:
                 read=False,
             ),
         ]
+        if only:
+            cases = [case for case in cases if any(word in case.label for word in only)]
         rows = _measure(api, cases, connections=connections, seconds=seconds, runs=runs)
         rss = rss_mib(api.process.pid)
         storm = _login_storm(api, seconds=max(seconds, 10), cores=cores)
@@ -270,6 +287,7 @@ def main(seconds: int, runs: int, connections: list[int]) -> None:
         f"{cores} cores; wrk -t2, {seconds} s per run, median of {runs}; rate limits off"
     )
     print(_table(rows, rss))  # noqa: T201
+    print(f"API log (warnings and errors): {API_LOG}")  # noqa: T201
     for line in storm:
         print(line)  # noqa: T201
     worst = [
@@ -285,9 +303,13 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=int, default=10, help="per wrk run")
     parser.add_argument("--runs", type=int, default=3, help="runs per endpoint (median)")
     parser.add_argument("--connections", default="64,256", help="comma-separated")
+    parser.add_argument(
+        "--only", action="append", default=[], help="endpoints whose label has this"
+    )
     arguments = parser.parse_args()
     main(
         arguments.seconds,
         arguments.runs,
         [int(count) for count in arguments.connections.split(",")],
+        arguments.only,
     )

@@ -12,7 +12,7 @@ import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -27,6 +27,7 @@ class WrkResult:
     requests: int
     non_2xx: int
     socket_errors: int
+    statuses: dict[int, int] = field(default_factory=dict)  # non-2xx/3xx, by status
 
 
 def require_wrk() -> str:
@@ -64,17 +65,44 @@ def lua_script(
         lines.append('wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"')
         listed = ", ".join(json.dumps(urlencode(form)) for form in forms)
         lines += _rotation(listed, "wrk.format(nil, nil, nil, values[(n % #values) + 1])")
+    lines += _STATUS_COUNTS
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
         handle.write("\n".join(lines) + "\n")
         return Path(handle.name)
+
+
+# Every script counts its responses by status outside 2xx/3xx and prints the counts
+# at the end ("status 503: 12"), so a report says what its errors were.
+_STATUS_COUNTS = [
+    "local threads = {}",
+    "offset = 0",
+    "counts = {}",
+    "setup = function(thread)",
+    "  thread:set('offset', math.random(1, 100000))",
+    "  table.insert(threads, thread)",
+    "end",
+    "response = function(status, headers, body)",
+    "  if status >= 400 then counts[status] = (counts[status] or 0) + 1 end",
+    "end",
+    "done = function(summary, latency, requests)",
+    "  local total = {}",
+    "  for _, thread in ipairs(threads) do",
+    "    for status, count in pairs(thread:get('counts')) do",
+    "      total[status] = (total[status] or 0) + count",
+    "    end",
+    "  end",
+    "  for status, count in pairs(total) do",
+    "    io.write(string.format('status %d: %d\\n', status, count))",
+    "  end",
+    "end",
+]
 
 
 def _rotation(listed: str, request: str) -> list[str]:
     return [
         f"local values = {{{listed}}}",
         "local n = 0",
-        "setup = function(thread) thread:set('offset', math.random(1, 100000)) end",
-        "init = function() n = offset or 0 end",
+        "init = function() n = offset end",
         "request = function()",
         "  n = n + 1",
         f"  return {request}",
@@ -106,6 +134,10 @@ def parse(report: str) -> WrkResult:
         requests=int(total.group(1)) if total else 0,
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(int(n) for n in errors.groups()) if errors else 0,
+        statuses={
+            int(status): int(count)
+            for status, count in re.findall(r"^status (\d+): (\d+)$", report, re.MULTILINE)
+        },
     )
 
 
