@@ -57,6 +57,7 @@ from bench.common import (
 ITEMS = 100
 LOGIN_ACCOUNTS = 400  # the storm rotates through them: no account is in flight twice
 IDLE_LOAD = 0.5  # per core
+COOL_DOWN_SECONDS = 6
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,10 @@ def _measure(
                     results[server.name].append(_run(server, case, count, seconds))
             reference = _median(results[case.reference.name]) if case.reference else None
             rows.append(Row(case.label, count, _median(results[api.name]), reference, case.read))
-            print(f"  measured {case.label} at {count} connections")  # noqa: T201
+            print(f"  measured {case.label} at {count} connections", flush=True)  # noqa: T201
+            # Requests whose connection wrk gave up on (2 s) still run, or wait for a pool
+            # (5 s at most): let them drain, so they do not weigh on the next case.
+            time.sleep(COOL_DOWN_SECONDS)
     return rows
 
 

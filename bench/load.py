@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,12 +56,15 @@ class Summary:
     p99_ms: float
     rss_start: float
     rss_end: float
+    rss_by_minute: list[float]
 
     def line(self) -> str:
+        minutes = ", ".join(f"{rss:.0f}" for rss in self.rss_by_minute)
         return (
             f"{self.users} users: {self.requests} requests, {self.failures} failures, "
             f"{self.rps:.0f} req/s, p50 {self.p50_ms:.0f} ms, p95 {self.p95_ms:.0f} ms, "
             f"p99 {self.p99_ms:.0f} ms; API RSS {self.rss_start:.0f} -> {self.rss_end:.0f} MiB"
+            + (f" (at each minute: {minutes})" if self.rss_by_minute else "")
         )
 
 
@@ -106,7 +110,15 @@ def run_locust(url: str, api_pid: int, *, users: int, seconds: int, quiet: bool 
     ]
     env = {**bench_env(), "LOAD_RUN_ID": uuid.uuid4().hex[:8]}
     output = subprocess.DEVNULL if quiet else None
-    subprocess.run(command, check=True, env=env, stdout=output, stderr=output)  # noqa: S603
+    locust = subprocess.Popen(command, env=env, stdout=output, stderr=output)  # noqa: S603
+    by_minute: list[float] = []
+    started = time.monotonic()
+    while locust.poll() is None:  # the API's RSS once a minute, to see it level off
+        time.sleep(1)
+        if time.monotonic() - started >= 60 * (len(by_minute) + 1):
+            by_minute.append(rss_mib(api_pid))
+    if locust.returncode != 0:
+        raise subprocess.CalledProcessError(locust.returncode, command)
     row = _aggregated(prefix)
     return Summary(
         users=users,
@@ -118,6 +130,7 @@ def run_locust(url: str, api_pid: int, *, users: int, seconds: int, quiet: bool 
         p99_ms=float(row["99%"]),
         rss_start=rss_start,
         rss_end=rss_mib(api_pid),
+        rss_by_minute=by_minute,
     )
 
 
