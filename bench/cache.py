@@ -10,19 +10,13 @@ once with 0.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from uuid import UUID
 
-from sqlalchemy import select
-
 from app.bootstrap import seed_demo_data
-from app.core.ids import uuid7
-from app.core.resources import Resources
-from app.core.security import TokenType
-from app.models import Item, User
 from bench import wrk
 from bench.common import (
     bench_env,
+    demo_token_and_items,
     free_port,
     fresh_database,
     load_average,
@@ -37,18 +31,7 @@ async def _seed(env: dict[str, str]) -> tuple[str, list[UUID]]:
     settings = settings_from(env)
     await fresh_database(settings)
     await seed_demo_data(settings, users=1, items_per_user=100)
-    async with Resources.open(settings) as resources, resources.session() as session:
-        user = await session.scalar(select(User))
-        assert user is not None
-        items = list(await session.scalars(select(Item.id).where(Item.owner_id == user.id)))
-        token = resources.tokens.encode(
-            TokenType.access,
-            subject=str(user.id),
-            jti=uuid7().hex,
-            lifetime=timedelta(hours=1),
-            claims={"ver": user.token_version},
-        ).token
-    return token, items
+    return await demo_token_and_items(settings, hours=1)
 
 
 def measure() -> None:

@@ -22,12 +22,15 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import IO
+from uuid import UUID
 
 import httpx
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from app.core.config import (
@@ -40,6 +43,10 @@ from app.core.config import (
     WorkerProcessSettings,
 )
 from app.core.database_admin import recreate_database
+from app.core.ids import uuid7
+from app.core.resources import Resources
+from app.core.security import TokenType
+from app.models import Item, User
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/app"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -104,6 +111,24 @@ async def fresh_database(settings: Settings) -> None:
     config.attributes["database_url"] = settings.database.url
     config.attributes["configure_logger"] = False
     await asyncio.to_thread(command.upgrade, config, "head")
+
+
+async def demo_token_and_items(
+    settings: Settings, *, email: str = "demo-0@example.com", hours: int = 2
+) -> tuple[str, list[UUID]]:
+    """An access token of the seeded demo account `email`, and the ids of its items."""
+    async with Resources.open(settings) as resources, resources.session() as session:
+        user = await session.scalar(select(User).where(User.email == email))
+        assert user is not None, f"{email} is not seeded"
+        items = list(await session.scalars(select(Item.id).where(Item.owner_id == user.id)))
+        token = resources.tokens.encode(
+            TokenType.access,
+            subject=str(user.id),
+            jti=uuid7().hex,
+            lifetime=timedelta(hours=hours),
+            claims={"ver": user.token_version},
+        ).token
+    return token, items
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -27,23 +27,19 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from subprocess import Popen
 from uuid import UUID
 
 import httpx
-from sqlalchemy import select
 
 from app.bootstrap import DEMO_PASSWORD, seed_demo_data
 from app.core.config import Settings
-from app.core.ids import uuid7
 from app.core.resources import Resources
-from app.core.security import TokenType
-from app.models import Item, User
 from bench import wrk
 from bench.common import (
     bench_env,
+    demo_token_and_items,
     free_port,
     fresh_database,
     load_average,
@@ -121,17 +117,8 @@ async def _seed(settings: Settings) -> tuple[str, list[UUID]]:
     await fresh_database(settings)
     await seed_demo_data(settings, users=2, items_per_user=ITEMS)
     await seed_demo_data(settings, users=LOGIN_ACCOUNTS, items_per_user=0)
-    async with Resources.open(settings) as resources, resources.session() as session:
-        user = await session.scalar(select(User).where(User.email == "demo-0@example.com"))
-        assert user is not None
-        items = list(await session.scalars(select(Item.id).where(Item.owner_id == user.id)))
-        token = resources.tokens.encode(
-            TokenType.access,
-            subject=str(user.id),
-            jti=uuid7().hex,
-            lifetime=timedelta(hours=2),
-            claims={"ver": user.token_version},
-        ).token
+    token, items = await demo_token_and_items(settings)
+    async with Resources.open(settings) as resources:
         await resources.redis.flushdb()
     return token, items
 
