@@ -12,6 +12,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
 from app.auth.accounts import account_key
 from app.bootstrap import ensure_superuser
@@ -23,19 +24,19 @@ USERS = "/api/v1/users"
 
 
 @contextmanager
-def statements(resources: Resources) -> Iterator[list[str]]:
-    """Every SQL statement the app's engine sends meanwhile."""
+def statements() -> Iterator[list[str]]:
+    """Every SQL statement any engine sends meanwhile (the app's engine is its own,
+    built by its lifespan, so the listener is on the Engine class)."""
     seen: list[str] = []
 
     def record(*args: Any) -> None:
         seen.append(args[2])
 
-    engine = resources.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
+    event.listen(Engine, "before_cursor_execute", record)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        event.remove(Engine, "before_cursor_execute", record)
 
 
 async def _admin(client: httpx.AsyncClient, resources: Resources) -> Account:
@@ -57,7 +58,7 @@ async def test_a_cached_item_read_touches_no_database(
     item = await create_item(committed_client, account)
     path = f"/api/v1/items/{item['id']}"
     assert (await committed_client.get(path, headers=account.headers)).status_code == 200
-    with statements(committed) as seen:
+    with statements() as seen:
         response = await committed_client.get(path, headers=account.headers)
     assert response.status_code == 200
     assert response.json()["id"] == item["id"]
