@@ -8,7 +8,9 @@ import httpx
 import pytest
 from fastapi import UploadFile
 
+from app.core.resources import Resources
 from app.items import imports
+from tests.auth.test_account_cache import statements
 from tests.conftest import RunJobs
 from tests.factories import Account, create_account, create_item
 
@@ -143,3 +145,18 @@ async def test_at_most_two_imports_run_at_once(
     answers = await asyncio.gather(*(send(committed_client, account, GOOD) for account in accounts))
     assert [answer.status_code for answer in answers] == [201] * 4
     assert peak == 2  # Depends(import_slot, max_concurrency=2)
+
+
+async def test_an_import_costs_a_few_statements_not_a_few_per_row(
+    committed_client: httpx.AsyncClient, committed: Resources
+) -> None:
+    account = await create_account(committed_client)
+    rows = "".join(f"Lamp {n},{n}.50,home;sale,active\n" for n in range(200))
+    with statements() as seen:
+        response = await send(
+            committed_client, account, f"title,price,tags,status\n{rows}".encode()
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["created"] == 200
+    assert len(seen) < 20, seen
+    assert len(await _titles(committed_client, account)) == 20  # the first page

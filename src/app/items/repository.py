@@ -26,8 +26,8 @@ async def get(session: AsyncSession, item_id: UUID) -> Item | None:
     return await session.scalar(select(Item).where(Item.id == item_id).options(*_BODY))
 
 
-async def add(session: AsyncSession, item: Item) -> None:
-    session.add(item)
+async def add_all(session: AsyncSession, items: Sequence[Item]) -> None:
+    session.add_all(items)
     await session.flush()
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -103,12 +103,30 @@ async def request_export(session: AsyncSession, owner: Actor) -> Job:
 
 
 async def create(session: AsyncSession, owner: Actor, *, data: ItemCreate) -> Item:
-    values = data.model_dump(exclude={"tags"})
-    tags = await repository.tags_named(session, data.tags)
-    item = Item(owner_id=owner.id, **values, tags=tags, attachments=[])
-    await repository.add(session, item)
-    announce(session, item, CREATED)
-    return item
+    return (await create_many(session, owner, [data]))[0]
+
+
+async def create_many(
+    session: AsyncSession, owner: Actor, rows: Sequence[ItemCreate]
+) -> list[Item]:
+    """Create the items in one flush, their tags looked up (or made) once for all."""
+    by_name = {
+        tag.name: tag
+        for tag in await repository.tags_named(session, sorted({n for r in rows for n in r.tags}))
+    }
+    items = [
+        Item(
+            owner_id=owner.id,
+            **data.model_dump(exclude={"tags"}),
+            tags=[by_name[name] for name in sorted(set(data.tags))],
+            attachments=[],
+        )
+        for data in rows
+    ]
+    await repository.add_all(session, items)
+    for item in items:
+        announce(session, item, CREATED)
+    return items
 
 
 async def import_csv(
@@ -119,8 +137,7 @@ async def import_csv(
     rows = await imports.read_rows(upload)
     if rows.invalid and not skip_invalid:
         raise imports.InvalidRows(rows.invalid)
-    for data in rows.valid:
-        await create(session, owner, data=data)
+    await create_many(session, owner, rows.valid)
     return imports.ImportResult(created=len(rows.valid), skipped=rows.invalid)
 
 
