@@ -19,7 +19,7 @@ from app.auth.ratelimits import ApiBudget
 from app.auth.router import router as auth_router
 from app.core.config import Settings
 from app.core.errors import add_problem_schemas, install_error_handlers, problem_responses
-from app.core.http import API_PREFIX
+from app.core.http import API_PREFIX, is_operational
 from app.core.idempotency import ReplayResponse, replay_handler
 from app.core.lifecycle import drain_on_shutdown_signal
 from app.core.logging import configure_logging
@@ -110,7 +110,7 @@ def _telemetry(settings: Settings) -> TelemetryConfig:
         "metrics": enabled,
         "logs": False,
         "auto_configure": enabled,
-        "exclude": lambda scope: scope.get("path", "").startswith(("/health/", "/metrics")),
+        "exclude": lambda scope: is_operational(scope.get("path", "")),
     }
 
 

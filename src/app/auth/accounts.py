@@ -30,9 +30,9 @@ from sqlalchemy.orm import Session, UOWTransaction
 
 from app.core.cache import (
     ACCOUNT_CACHE_SLOT,
-    TOMBSTONE_VERSION,
     Entry,
     VersionedCache,
+    forget_after_commit,
     parse_entry,
     store_after_commit,
 )
@@ -115,9 +115,7 @@ def _refresh_cached_accounts(session: Session, _context: UOWTransaction) -> None
         return
     for user in session.deleted:
         if isinstance(user, User):
-            store_after_commit(
-                session, account_key(user.id), TOMBSTONE_VERSION, "", slot=ACCOUNT_CACHE_SLOT
-            )
+            forget_after_commit(session, account_key(user.id), slot=ACCOUNT_CACHE_SLOT)
     for user in session.dirty:
         if isinstance(user, User) and _changed(user, "token_version"):
             account = Account.of(user)

@@ -208,21 +208,22 @@ TokenUser = Annotated[User, Depends(get_token_user)]
 
 
 class RequireRole:
-    """A dependency that admits only users holding one of `roles`."""
+    """A dependency that admits only callers holding one of `roles`. The role comes
+    with authentication (app.auth.accounts), so the check reads no database row."""
 
     def __init__(self, *roles: Role) -> None:
         self.roles = frozenset(roles)
 
-    async def __call__(self, user: Annotated[User, Depends(get_current_user)]) -> User:
-        if user.role not in self.roles:
+    async def __call__(self, actor: Annotated[Actor, Depends(get_actor)]) -> Actor:
+        if actor.role not in self.roles:
             raise Forbidden(
                 "This operation needs one of the roles: " + ", ".join(sorted(self.roles))
             )
-        return user
+        return actor
 
 
 # Admin routes: the admin role, and the admin scope when an API key is used.
-AdminUser = Annotated[User, Security(RequireRole(Role.admin), scopes=[Scope.admin.value])]
+AdminUser = Annotated[Actor, Security(RequireRole(Role.admin), scopes=[Scope.admin.value])]
 
 
 async def get_client_address(connection: HTTPConnection) -> str:

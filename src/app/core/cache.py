@@ -143,6 +143,13 @@ def store_after_commit(
     pending.append((key, version, value))
 
 
+def forget_after_commit(
+    session: Session | AsyncSession, key: str, *, slot: str = CACHE_INFO_KEY
+) -> None:
+    """Leave a tombstone for the entry once the session commits (a deletion)."""
+    store_after_commit(session, key, TOMBSTONE_VERSION, "", slot=slot)
+
+
 async def _flush(info: dict[str, object], pending_key: str, cache: VersionedCache) -> None:
     pending: list[tuple[str, int, str]] = info.pop(pending_key, [])  # type: ignore[assignment]
     if len(pending) == 1:

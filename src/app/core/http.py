@@ -103,6 +103,12 @@ def not_modified_unless_changed(
         raise NotModified({"ETag": current_etag, "Cache-Control": cache_control})
 
 
+def is_operational(path: str) -> bool:
+    """The probes and the metrics: what orchestrators and scrapers call, outside the API
+    (no Host check, no traces)."""
+    return path.startswith("/health/") or path == "/metrics"
+
+
 def set_validators(response: Response, etag: str, *, cache_control: str) -> None:
     response.headers["ETag"] = etag
     response.headers["Cache-Control"] = cache_control

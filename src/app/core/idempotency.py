@@ -117,6 +117,7 @@ class Idempotency:
         derive: Callable[[bytes], str] | None = None,
     ) -> None:
         self._redis = redis
+        self._if_owner_script = redis.register_script(_IF_OWNER)
         self._key = f"idempotency:{scope}:{hashlib.sha256(key.encode()).hexdigest()}"
         self._fingerprint = fingerprint
         self._derive = derive
@@ -177,8 +178,8 @@ class Idempotency:
                 continue
 
     async def _if_owner(self, action: str, ttl: int = 0) -> bool:
-        script = self._redis.register_script(_IF_OWNER)
-        return bool(await script(keys=[self._key], args=[self._owner, action, ttl]))
+        args: list[str | int] = [self._owner, action, ttl]
+        return bool(await self._if_owner_script(keys=[self._key], args=args))
 
     def _stop_renewing(self) -> None:
         self._owned = False

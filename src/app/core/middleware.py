@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.core.context import REQUEST_ID_SCOPE_KEY, RESPONSE_HEADERS_SCOPE_KEY, request_id_var
 from app.core.errors import problem
+from app.core.http import is_operational
 from app.core.observability import request_finished, request_started
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -230,9 +231,7 @@ class HealthExemptTrustedHostMiddleware(TrustedHostMiddleware):
     as Host; /metrics has credentials of its own)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and (
-            scope["path"].startswith("/health/") or scope["path"] == "/metrics"
-        ):
+        if scope["type"] == "http" and is_operational(scope["path"]):
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)

@@ -7,7 +7,7 @@ from uuid import UUID
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.core.cache import TOMBSTONE_VERSION, store_after_commit
+from app.core.cache import forget_after_commit, store_after_commit
 from app.core.events import publish_after_commit
 from app.items.schemas import ItemRead
 from app.models import Item
@@ -27,7 +27,7 @@ def announce(session: AsyncSession, item: Item, event: EventType) -> None:
     body = ItemRead.model_validate(item).model_dump_json()
     publish_after_commit(session, item.owner_id, event, body)
     if event is EventType.item_deleted:
-        store_after_commit(session, cache_key(item.id), TOMBSTONE_VERSION, "")
+        forget_after_commit(session, cache_key(item.id))
     else:
         store_after_commit(
             session, cache_key(item.id), item.version, cache_value(item.owner_id, body)
@@ -37,4 +37,4 @@ def announce(session: AsyncSession, item: Item, event: EventType) -> None:
 def forget(session: AsyncSession, item_ids: list[UUID]) -> None:
     """Items that go without an event of their own (their owner was deleted)."""
     for item_id in item_ids:
-        store_after_commit(session, cache_key(item_id), TOMBSTONE_VERSION, "")
+        forget_after_commit(session, cache_key(item_id))

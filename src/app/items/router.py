@@ -178,11 +178,9 @@ async def read_item(
     etag = etag_of(item.version)
     not_modified_unless_changed(if_none_match, etag, cache_control=REVALIDATE)
     # The body is ItemRead's JSON already (rendered when it was read or written).
-    return Response(
-        item.json,
-        media_type="application/json",
-        headers={"ETag": etag, "Cache-Control": REVALIDATE},
-    )
+    response = Response(item.json, media_type="application/json")
+    set_validators(response, etag, cache_control=REVALIDATE)
+    return response
 
 
 @router.put("/{item_id}", response_model=ItemRead, responses=problem_responses(404, 412))

@@ -74,7 +74,9 @@ async def update(
         await _keep_an_admin(session, user)
     await _apply(session, user, changes, passwords=passwords)
     if changes.get("is_active") is False:
-        await _end_sessions(session, user)
+        # The access tokens already ended with the change (app.auth.accounts moves
+        # token_version on); the refresh tokens go too.
+        await auth_repository.revoke_all_refresh_tokens(session, user.id)
     return user
 
 
