@@ -10,7 +10,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run serve worker migrate superuser seed test lint fmt bench load bench-jobs bench-cache bench-realtime bench-upload crash-trials clean
+.PHONY: help install run serve worker migrate superuser seed test lint fmt bench load bench-jobs bench-cache bench-realtime bench-upload crash-trials fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -83,6 +83,9 @@ bench-upload: install ## a 200 MB upload: API memory and throughput against cp
 
 crash-trials: install ## SIGKILL a worker mid-export 20 times; each job must still complete once
 	$(RUN) python -m bench.worker_crash --trials 20
+
+fuzz: install ## Schemathesis: 100 examples per operation (FUZZ_EXAMPLES), fixed seed (FUZZ_SEED)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-100} $(RUN) pytest tests/test_fuzz.py -p no:cacheprovider
 
 clean: ## remove the virtualenv and caches
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

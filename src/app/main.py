@@ -199,7 +199,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router, prefix=API_PREFIX, dependencies=[ApiBudget])
     app.include_router(realtime_router, prefix=API_PREFIX)
-    app.include_router(metrics_router)
+    if settings.observability.metrics_enabled:
+        # Not served, so not documented, when no scraper credentials are configured.
+        app.include_router(metrics_router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> RedirectResponse:

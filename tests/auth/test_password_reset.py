@@ -81,7 +81,7 @@ async def test_a_reset_token_works_once(
     first = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
     again = await client.post(RESET, json={"token": token, "new_password": "third-password-3"})
     assert first.status_code == 204
-    assert again.status_code == 400
+    assert again.status_code == 401
     assert (await login(client, account.email, NEW_PASSWORD)).status_code == 200
 
 
@@ -96,13 +96,13 @@ async def test_an_expired_reset_token_is_refused(
     await db.execute(update(PasswordResetToken).values(expires_at=utcnow() - timedelta(seconds=1)))
     await db.commit()
     response = await client.post(RESET, json={"token": token, "new_password": NEW_PASSWORD})
-    assert response.status_code == 400
+    assert response.status_code == 401
     assert (await login(client, account.email, PASSWORD)).status_code == 200
 
 
 async def test_an_unknown_reset_token_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.post(RESET, json={"token": "0" * 64, "new_password": NEW_PASSWORD})
-    assert response.status_code == 400
+    assert response.status_code == 401
 
 
 async def test_reset_still_enforces_the_password_policy(client: httpx.AsyncClient) -> None:

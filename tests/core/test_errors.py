@@ -40,6 +40,24 @@ async def test_wrong_method_is_a_405_problem_with_allow(client: httpx.AsyncClien
     assert response.headers["allow"] == "POST"
 
 
+async def test_a_405_allows_every_method_the_path_is_served_with(
+    client: httpx.AsyncClient,
+) -> None:
+    # GET and POST /items are two routes; Starlette's own 405 named only the first.
+    response = await client.put("/api/v1/items")
+    _assert_problem(response, 405)
+    assert response.headers["allow"] == "GET, POST"
+
+
+async def test_a_static_path_beside_an_id_is_not_taken_for_an_id(
+    client: httpx.AsyncClient,
+) -> None:
+    # PUT /items/{item_id} used to take `exports` for an id and answer 422.
+    response = await client.put("/api/v1/items/exports", json={})
+    _assert_problem(response, 405)
+    assert response.headers["allow"] == "POST"
+
+
 async def test_validation_problem_lists_field_errors_without_echoing_input(
     client: httpx.AsyncClient,
 ) -> None:

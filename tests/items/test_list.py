@@ -119,12 +119,16 @@ async def test_filters(client: httpx.AsyncClient) -> None:
     assert await ids(max_price="40") == {lamp["id"], draft["id"]}
     assert await ids(min_price="10", max_price="100", status="active") == {lamp["id"]}
     assert await ids(tag="nothing-has-this") == set()
+    # Both bounds are inclusive; a minimum above the maximum is an empty range.
+    assert await ids(min_price="40", max_price="40.00") == {lamp["id"]}
+    assert await ids(min_price="10", max_price="5") == set()
 
 
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"min_price": "10", "max_price": "5"}, "query"),
+        ({"min_price": "1E1"}, "query.min_price"),
+        ({"cursor": "A" * 21 + "B"}, "query.cursor"),
         ({"status": "sold"}, "query.status"),
         ({"min_price": "-1"}, "query.min_price"),
         ({"q": "x" * 201}, "query.q"),

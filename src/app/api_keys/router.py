@@ -37,7 +37,7 @@ async def list_api_keys(user: TokenUser, session: SessionDep) -> Sequence[ApiKey
 
 
 @router.delete(
-    "/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
+    "/{key_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
 )
 async def delete_api_key(key_id: UUID, user: TokenUser, session: SessionDep) -> None:
     """Revoke a key: it stops working at once."""

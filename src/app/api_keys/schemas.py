@@ -7,6 +7,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from app.auth.scopes import Scope
+from app.core.schemas import NO_NUL
 
 
 def _unique(scopes: list[Scope]) -> list[Scope]:
@@ -21,7 +22,7 @@ class ApiKeyCreate(BaseModel):
         },
     )
 
-    name: Annotated[str, Field(min_length=1, max_length=100)]
+    name: Annotated[str, Field(min_length=1, max_length=100, pattern=NO_NUL)]
     scopes: Annotated[list[Scope], Field(min_length=1), AfterValidator(_unique)]
     expires_in_days: Annotated[int, Field(ge=1, le=3650)] | None = None
 

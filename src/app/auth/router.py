@@ -117,7 +117,7 @@ async def password_recovery(body: PasswordRecoveryRequest, session: SessionDep) 
 
 
 @router.post(
-    "/reset-password", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(400)
+    "/reset-password", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401)
 )
 async def reset_password(body: PasswordResetRequest, session: SessionDep, kit: AuthKitDep) -> None:
     """Set a new password with the token from the reset email. This signs the account

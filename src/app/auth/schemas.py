@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from app.core.schemas import example_config
+from app.core.schemas import NO_NUL, example_config
 from app.users.schemas import Email, FullName, Password
 
 TokenString = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -31,7 +31,9 @@ class TokenForm(BaseModel):
     )
 
     grant_type: Literal["password"] | None = None
-    username: Annotated[str, Field(min_length=1, max_length=320, description="Your email.")]
+    username: Annotated[
+        str, Field(min_length=1, max_length=320, pattern=NO_NUL, description="Your email.")
+    ]
     password: Annotated[
         str, Field(min_length=1, max_length=128, json_schema_extra={"format": "password"})
     ]

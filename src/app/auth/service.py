@@ -21,7 +21,7 @@ from app.auth.scopes import EVERY_SCOPE
 from app.auth.throttle import LoginThrottle
 from app.core.config import Settings
 from app.core.db import after_commit, session_scope, utcnow
-from app.core.errors import BadRequest, Conflict, Forbidden, Unauthorized
+from app.core.errors import Conflict, Forbidden, Unauthorized
 from app.core.ids import uuid7
 from app.core.jobs import enqueue_after_commit
 from app.core.mail import EmailMessage
@@ -283,10 +283,10 @@ async def reset_password(
 ) -> None:
     stored = await repository.get_reset_token_for_update(session, sha256_hex(token))
     if stored is None or stored.used_at is not None or stored.expires_at <= utcnow():
-        raise BadRequest("This reset token is invalid, expired or already used")
+        raise Unauthorized("This reset token is invalid, expired or already used")
     user = await user_repository.get(session, stored.user_id)
     if user is None or not user.is_active:
-        raise BadRequest("This reset token is invalid, expired or already used")
+        raise Unauthorized("This reset token is invalid, expired or already used")
     user.hashed_password = await kit.passwords.hash(new_password)
     user.token_version += 1
     await repository.use_all_reset_tokens(session, user.id)

@@ -22,6 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
@@ -151,6 +152,27 @@ def add_problem_schemas(openapi: dict[str, Any]) -> None:
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(schema.pop("$defs", {}))
     schemas["Problem"] = schema
+    _document_shared_problems(openapi)
+
+
+def _document_shared_problems(openapi: dict[str, Any]) -> None:
+    """Statuses that come from shared machinery rather than from one path operation:
+    a body that cannot be parsed at all (not JSON, not UTF-8, a broken multipart) is a
+    400, and an `Idempotency-Key` already in flight or bound to another request a 409."""
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            statuses: list[int] = []
+            if "requestBody" in operation:
+                statuses.append(400)
+            if any(
+                parameter.get("in") == "header"
+                and str(parameter.get("name")).lower() == "idempotency-key"
+                for parameter in operation.get("parameters", [])
+            ):
+                statuses.append(409)
+            for status, entry in problem_responses(*statuses).items():
+                responses.setdefault(str(status), entry)
 
 
 def problem(
@@ -201,7 +223,28 @@ async def _not_modified(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
-    return problem(request, status=exc.status_code, detail=exc.detail, headers=exc.headers)
+    headers = exc.headers
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+    return problem(request, status=exc.status_code, detail=exc.detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method the path is served with. Starlette's 405 names only the methods of
+    the first route whose path matched, and `/items` has one route per method. Each
+    method is matched as its own request would be, so nested routers count too."""
+    allowed = [
+        method
+        for method in _HTTP_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+_HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 def _field_name(loc: Sequence[str | int]) -> str:

@@ -3,7 +3,7 @@
 How it fits together:
 - a dependency (wired with the caller's identity in `auth.dependencies`) calls
   `Idempotency.begin()` once the caller is authenticated: it replays a stored response,
-  refuses a key reused with another body (422) or still in flight (409), or takes the key.
+  refuses a key reused with another body or still in flight (409 both), or takes the key.
   It then ties the key to the request's transaction: `store` after the commit,
   `release` on rollback;
 - `IdempotentRoute` hands the final response of the path operation to the taken key. The
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.datastructures import FormData, UploadFile
 
-from app.core.errors import Conflict, UnprocessableContent
+from app.core.errors import Conflict
 from app.core.ids import uuid7
 
 RECORD_TTL_SECONDS = 24 * 3600
@@ -59,6 +59,13 @@ return 1
 SCOPE_KEY = "app.idempotency"
 REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("content-type", "location", "etag")
+
+
+class IdempotencyKeyReused(Conflict):
+    """The key already stands for another request. A 409, not a 422: the body itself is
+    valid (the same body under a fresh key succeeds); it conflicts with the key's state."""
+
+    code = "idempotency-key-reused"
 
 
 class ReplayResponse(Exception):
@@ -154,17 +161,15 @@ class Idempotency:
         return record
 
     def answer(self, record: dict[str, Any], fingerprint: str) -> NoReturn:
-        """Replay the stored response if it answered the same request, else 422."""
+        """Replay the stored response if it answered the same request, else 409."""
         self._refuse_if_other(record, fingerprint)
         raise ReplayResponse(_restore(record))
 
     @staticmethod
     def _refuse_if_other(record: dict[str, Any], fingerprint: str | None) -> None:
         if record["fingerprint"] != fingerprint:
-            raise UnprocessableContent(
-                "This Idempotency-Key was already used with a different request",
-                field="header.Idempotency-Key",
-                type_="idempotency_key_reused",
+            raise IdempotencyKeyReused(
+                "This Idempotency-Key was already used with a different request"
             )
 
     async def _renew(self) -> None:

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+# PostgreSQL text cannot hold a NUL character: every string that is stored or sent to
+# a query says so in its schema, and is refused at validation, not by the database.
+NO_NUL = r"^[^\x00]*$"
 
 
 def example_config(*examples: dict[str, Any]) -> ConfigDict:
@@ -18,6 +30,25 @@ class PartialUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     nullable: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The documented schema says the same: null only where `nullable` allows it."""
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        for name, prop in target.get("properties", {}).items():
+            options = prop.get("anyOf")
+            if name in cls.nullable or not options:
+                continue
+            kept = [option for option in options if option.get("type") != "null"]
+            prop.pop("anyOf")
+            if len(kept) == 1:
+                prop.update(kept[0])
+            else:
+                prop["anyOf"] = kept
+        return schema
 
     @field_validator("*")
     @classmethod

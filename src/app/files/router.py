@@ -47,6 +47,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["files"],
+                    "additionalProperties": False,
                     "properties": {
                         "files": {
                             "type": "array",
@@ -142,7 +143,7 @@ async def list_files(
     return await file_service.list_page(session, user, page=page)
 
 
-@router.get("/{file_id}", response_model=FileRead, responses=problem_responses(404))
+@router.get("/{file_id:uuid}", response_model=FileRead, responses=problem_responses(404))
 async def read_file(file_id: UUID, user: FilesReader, session: SessionDep) -> StoredFile:
     """A file's metadata. Another user's file answers 404."""
     return await file_service.get(session, user, file_id)
@@ -156,9 +157,11 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/{file_id}/content", response_class=StoredFileResponse, responses=_CONTENT_RESPONSES)
+@router.get(
+    "/{file_id:uuid}/content", response_class=StoredFileResponse, responses=_CONTENT_RESPONSES
+)
 @router.head(
-    "/{file_id}/content",
+    "/{file_id:uuid}/content",
     response_class=StoredFileResponse,
     responses=_CONTENT_RESPONSES,
     operation_id="files-file_content_head",
@@ -198,7 +201,7 @@ async def download_file(
 
 
 @router.delete(
-    "/{file_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
+    "/{file_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
 )
 async def delete_file(
     file_id: UUID,

@@ -6,11 +6,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.core.schemas import example_config
+from app.core.schemas import NO_NUL, example_config
 
 # The description sent with an upload (a form field), and its limit.
 MAX_DESCRIPTION_CHARS = 1000
-Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS)]
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION_CHARS, pattern=NO_NUL)]
 
 
 class FileRead(BaseModel):

@@ -157,7 +157,7 @@ async def prefetch_cached_item(item_id: UUID, connection: HTTPConnection) -> Non
 
 
 @router.get(
-    "/{item_id}",
+    "/{item_id:uuid}",
     response_model=ItemRead,
     responses={304: {"description": "Not Modified"}, **problem_responses(404)},
 )
@@ -183,7 +183,7 @@ async def read_item(
     return response
 
 
-@router.put("/{item_id}", response_model=ItemRead, responses=problem_responses(404, 412))
+@router.put("/{item_id:uuid}", response_model=ItemRead, responses=problem_responses(404, 412))
 async def replace_item(
     item_id: UUID,
     body: ItemReplace,
@@ -198,7 +198,7 @@ async def replace_item(
     return item
 
 
-@router.patch("/{item_id}", response_model=ItemRead, responses=problem_responses(404, 412))
+@router.patch("/{item_id:uuid}", response_model=ItemRead, responses=problem_responses(404, 412))
 async def update_item(
     item_id: UUID,
     body: ItemUpdate,
@@ -215,7 +215,7 @@ async def update_item(
 
 
 @router.post(
-    "/{item_id}/attachments",
+    "/{item_id:uuid}/attachments",
     status_code=status.HTTP_201_CREATED,
     response_model=ItemRead,
     responses={
@@ -249,7 +249,7 @@ async def attach_file(
 
 
 @router.delete(
-    "/{item_id}/attachments/{file_id}",
+    "/{item_id:uuid}/attachments/{file_id:uuid}",
     status_code=status.HTTP_204_NO_CONTENT,
     responses=problem_responses(404, 412),
 )
@@ -261,7 +261,7 @@ async def detach_file(
 
 
 @router.delete(
-    "/{item_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404, 412)
+    "/{item_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404, 412)
 )
 async def delete_item(
     item_id: UUID, user: ItemsWriter, session: SessionDep, precondition: IfMatch

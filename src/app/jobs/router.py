@@ -37,7 +37,7 @@ async def list_jobs(
     return Page(items=[job_read(request, job) for job in jobs.items], next_cursor=jobs.next_cursor)
 
 
-@router.get("/{job_id}", responses=problem_responses(404))
+@router.get("/{job_id:uuid}", responses=problem_responses(404))
 async def read_job(
     job_id: UUID, user: JobsReader, session: SessionDep, request: Request
 ) -> JobRead:
@@ -47,7 +47,7 @@ async def read_job(
 
 
 @router.get(
-    "/{job_id}/download",
+    "/{job_id:uuid}/download",
     response_class=FileResponse,
     responses={
         200: {"content": {"text/csv": {}}, "description": "The file"},

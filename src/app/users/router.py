@@ -58,13 +58,15 @@ async def list_users(
     return await user_service.list_page(session, page=page)
 
 
-@router.get("/{user_id}", response_model=UserRead, responses=problem_responses(403, 404))
+@router.get("/{user_id:uuid}", response_model=UserRead, responses=problem_responses(403, 404))
 async def read_user(user_id: UUID, admin: AdminUser, session: SessionDep) -> User:
     """One account (admins only)."""
     return await user_service.get(session, user_id)
 
 
-@router.patch("/{user_id}", response_model=UserRead, responses=problem_responses(403, 404, 409))
+@router.patch(
+    "/{user_id:uuid}", response_model=UserRead, responses=problem_responses(403, 404, 409)
+)
 async def update_user(
     user_id: UUID,
     body: UserAdminUpdate,
@@ -78,7 +80,9 @@ async def update_user(
 
 
 @router.delete(
-    "/{user_id}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403, 404, 409)
+    "/{user_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problem_responses(403, 404, 409),
 )
 async def delete_user(
     user_id: UUID, admin: AdminUser, session: SessionDep, resources: ResourcesDep

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Self
 from uuid import UUID
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
 
-from app.core.schemas import PartialUpdate, example_config
+from app.core.schemas import NO_NUL, PartialUpdate, example_config
 from app.models import Role
 
 
@@ -14,22 +16,44 @@ def _lower(value: str) -> str:
     return value.lower()
 
 
+# A letter (a word character that is neither a digit nor `_`) and a digit, in either
+# order. The same expression is the documented `pattern` and the check, so the schema
+# and the service cannot disagree.
+LETTER_AND_DIGIT = r"^[\s\S]*([^\W\d_][\s\S]*\d|\d[\s\S]*[^\W\d_])[\s\S]*$"
+_LETTER_AND_DIGIT = re.compile(LETTER_AND_DIGIT)
+
+
 def _letter_and_digit(value: str) -> str:
-    if not any(char.isalpha() for char in value) or not any(char.isdigit() for char in value):
+    if not _LETTER_AND_DIGIT.match(value):
         msg = "Password must contain at least one letter and one digit"
         raise ValueError(msg)
     return value
 
 
-# Emails are compared case-insensitively: stored and looked up lower-cased.
-Email = Annotated[EmailStr, Field(max_length=320), AfterValidator(_lower)]
+# Emails are compared case-insensitively: stored and looked up lower-cased. Beyond the
+# syntax, email-validator refuses domains that can never receive mail (no dot, or a
+# special-use name such as `.test` or `.arpa`); the documented pattern says so too.
+EMAIL_DOMAIN_PATTERN = (
+    r"@(?!(?:[^@]*\.)?(?:"
+    + "|".join(re.escape(name) for name in SPECIAL_USE_DOMAIN_NAMES)
+    + r")$)[^@]+\.[^@]+$"
+)
+Email = Annotated[
+    EmailStr,
+    Field(max_length=320, json_schema_extra={"pattern": EMAIL_DOMAIN_PATTERN}),
+    AfterValidator(_lower),
+]
 # At least 8 characters with a letter and a digit; the upper bound keeps argon2 input sane.
 Password = Annotated[
     str,
-    Field(min_length=8, max_length=128, json_schema_extra={"format": "password"}),
+    Field(
+        min_length=8,
+        max_length=128,
+        json_schema_extra={"format": "password", "pattern": LETTER_AND_DIGIT},
+    ),
     AfterValidator(_letter_and_digit),
 ]
-FullName = Annotated[str, Field(min_length=1, max_length=255)]
+FullName = Annotated[str, Field(min_length=1, max_length=255, pattern=NO_NUL)]
 
 
 class UserRead(BaseModel):
