@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
+from starlette.types import ASGIApp
 
 from app.api_keys.router import router as api_keys_router
 from app.auth.credentials import revoked
@@ -115,8 +116,9 @@ def _telemetry(settings: Settings) -> TelemetryConfig:
 
 
 def _add_middleware(app: FastAPI, settings: Settings) -> None:
-    """All pure ASGI, added innermost first: the request id wraps everything, 413s and
-    refused hosts included, and the access log sees every final status."""
+    """All pure ASGI, added innermost first. The edge layer wraps even Starlette's
+    outermost error layer, so the request id, the security headers and the access log
+    cover everything: 413s, refused hosts and the 500 of an unhandled exception."""
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
@@ -138,7 +140,14 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
             allow_headers=["*"],
             expose_headers=EXPOSED_HEADERS,
         )
-    app.add_middleware(EdgeMiddleware, docs_paths=DOCS_PATHS, hsts_seconds=settings.hsts_seconds)
+    build_stack = app.build_middleware_stack
+
+    def build_behind_the_edge() -> ASGIApp:
+        return EdgeMiddleware(
+            build_stack(), docs_paths=DOCS_PATHS, hsts_seconds=settings.hsts_seconds
+        )
+
+    app.build_middleware_stack = build_behind_the_edge  # type: ignore[method-assign]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
