@@ -70,7 +70,7 @@ def serve(args: argparse.Namespace) -> None:
         access_log=False,
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
-        timeout_graceful_shutdown=20,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         # WebSocket clients only send pings: a bigger message is refused (1009) before
         # it is buffered.
         ws_max_size=settings.realtime.max_message_bytes,

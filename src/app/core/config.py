@@ -258,6 +258,10 @@ class Settings(_Group):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
     web_concurrency: PositiveInt = 1
+    # On SIGTERM, how long in-flight requests may take to finish before uvicorn closes
+    # their connections (WebSocket and SSE clients are told to go within
+    # REALTIME_DRAIN_TIMEOUT_SECONDS, well inside this).
+    shutdown_grace_seconds: PositiveInt = 20
     # Proxies whose X-Forwarded-For/-Proto uvicorn believes (uvicorn's own default).
     forwarded_allow_ips: str = "127.0.0.1,::1"
     first_superuser_email: str | None = None
