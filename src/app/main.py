@@ -74,12 +74,33 @@ def _operation_id(route: APIRoute) -> str:
     return f"{tag}-{route.name}"
 
 
+def _parameters_are_never_null(openapi: dict[str, Any]) -> None:
+    """An optional query or header parameter is absent or a string, never JSON null;
+    FastAPI documents `str | None = None` as "string or null"."""
+    for operations in openapi.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                options = schema.get("anyOf")
+                if not options or parameter.get("required"):
+                    continue
+                kept = [option for option in options if option.get("type") != "null"]
+                if len(kept) < len(options):
+                    schema.pop("anyOf")
+                    if len(kept) == 1:
+                        schema.update(kept[0])
+                    else:
+                        schema["anyOf"] = kept
+
+
 def _document_problems(app: FastAPI) -> None:
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            add_problem_schemas(generate())
+            schema = generate()
+            add_problem_schemas(schema)
+            _parameters_are_never_null(schema)
         assert app.openapi_schema is not None
         return app.openapi_schema
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterable
 from typing import Annotated
 
@@ -41,8 +42,10 @@ async def stream_events(
     last_event_id: Annotated[
         str | None,
         Header(
-            pattern=EVENT_ID_PATTERN,
-            description="Resume after this event (browsers send it when they reconnect).",
+            max_length=41,
+            description="Resume after this event (browsers send it when they reconnect). "
+            "A value that is not an event id of this service is ignored: the stream "
+            "starts with what happens next, as the SSE specification lets a server do.",
         ),
     ] = None,
 ) -> AsyncIterable[ServerSentEvent]:
@@ -54,6 +57,8 @@ async def stream_events(
     `REALTIME_HISTORY_SIZE` events are kept). Browsers' `EventSource` cannot send the
     `Authorization` header: use a fetch-based client, or the WebSocket endpoint.
     """
+    if last_event_id is not None and not re.fullmatch(EVENT_ID_PATTERN, last_event_id):
+        last_event_id = None
     yield ServerSentEvent(comment="connected", retry=RECONNECT_MS)
     async for envelope in hub.follow(subscription, last_event_id):
         yield ServerSentEvent(raw_data=envelope.text, id=envelope.id, event=envelope.type)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 # A Redis stream id, as events carry it: `<milliseconds>-<sequence>`.
-EVENT_ID_PATTERN = r"^\d{1,20}-\d{1,20}$"
+EVENT_ID_PATTERN = r"^[0-9]{1,20}-[0-9]{1,20}$"
 EventId = Annotated[str, Field(pattern=EVENT_ID_PATTERN, max_length=41)]
 
 

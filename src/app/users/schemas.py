@@ -71,9 +71,18 @@ class UserRead(BaseModel):
 class UserUpdateMe(PartialUpdate):
     """Changing the email or the password needs the current password."""
 
-    model_config = example_config(
-        {"full_name": "Ada King"},
-        {"password": "battery-staple-9", "current_password": "correct-horse-7"},
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"full_name": "Ada King"},
+                {"password": "battery-staple-9", "current_password": "correct-horse-7"},
+            ],
+            "dependentRequired": {
+                "email": ["current_password"],
+                "password": ["current_password"],
+            },
+        },
     )
 
     nullable = frozenset({"full_name"})
@@ -81,7 +90,7 @@ class UserUpdateMe(PartialUpdate):
     email: Email | None = None
     full_name: FullName | None = None
     password: Password | None = None
-    current_password: Annotated[str, Field(max_length=128)] | None = None
+    current_password: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
     @model_validator(mode="after")
     def _current_password_for_credentials(self) -> Self:
