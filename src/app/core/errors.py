@@ -322,6 +322,11 @@ def install_error_handlers(app: FastAPI) -> None:
 # SQLSTATEs that mean the client sent something the database refuses, not a bug.
 _INVALID_TEXT = {"22021", "22P05"}  # e.g. a NUL character in a string
 _CONFLICTS = {"23505", "23503"}  # unique violation, foreign key violation
+# SQLSTATEs that mean the server cannot serve anyone for now: shutting down (57P01,
+# 57P02), starting up or recovering from a crash (57P03: "the database system is
+# starting up", answered to every new connection while it restarts), out of connection
+# slots (53300); and the whole class 08, connection exceptions.
+_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
@@ -344,7 +349,13 @@ async def _database_error(request: Request, exc: Exception) -> Response:
             detail="The request conflicts with the current state; fetch it and retry",
             code="conflict",
         )
-    # A dropped connection means the database is unavailable; anything else is a bug.
-    if exc.connection_invalidated or isinstance(exc.orig, ConnectionError | OSError):
+    # A dropped connection, or a server that refuses new ones while it shuts down or
+    # starts up, means the database is unavailable; anything else is a bug.
+    if (
+        exc.connection_invalidated
+        or isinstance(exc.orig, ConnectionError | OSError)
+        or sqlstate in _UNAVAILABLE
+        or (isinstance(sqlstate, str) and sqlstate.startswith("08"))
+    ):
         return await _dependency_down(request, exc)
     return await _unhandled(request, exc)

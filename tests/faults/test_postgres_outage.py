@@ -1,0 +1,192 @@
+"""PostgreSQL crashes under light load, then comes back on the same port.
+
+A live API process (`python -m app serve`) runs against a private PostgreSQL and Redis
+(see conftest.py). While a light load runs (every 0.3 s: liveness, readiness, a page of
+items, a create with an `Idempotency-Key`, a read of a cached item), PostgreSQL is
+crashed the way `pg_ctl stop -m immediate` does it, left down for 4 s, and started
+again. It restarts the way a crashed server with WAL to replay does: listening, but
+answering every connection with SQLSTATE 57P03 ("not accepting connections") for 1 s
+before it serves (see `PrivatePostgres.start`). From the restart a client asks for a
+page of items one request after another until one succeeds, to look at that closely.
+Every request must be answered within its client timeout, and none with a 500:
+
+- `/health/ready` answers 503 within 2 s of the crash (and every answer takes < 2 s);
+- the routes that need the database answer a 503 problem (`application/problem+json`,
+  `Retry-After`) within 3 s of the crash, and none of them takes 3 s or more;
+- `/health/live` answers 200 throughout, and so does the cached item read, which needs
+  only Redis (README.md, "Caching");
+- within 5 s of the restart every probe answers 2xx again, and keeps doing so;
+- a create that failed during the outage left its `Idempotency-Key` free: the retry
+  creates the item (201, not a replay, not 409).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from pathlib import Path
+
+import httpx
+
+from app.core.config import Settings
+from tests.factories import create_account, create_item
+from tests.faults.conftest import (
+    Load,
+    PrivatePostgres,
+    PrivateRedis,
+    Sample,
+    idempotency_key,
+    logs_on_failure,
+    report,
+)
+from tests.live import live_env, start_server
+
+API = "/api/v1"
+OUTAGE_SECONDS = 4.0
+READY_WITHIN = 2.0
+DATABASE_ROUTES_WITHIN = 3.0
+RECOVERY_WITHIN = 5.0
+# After the restart, PostgreSQL answers every connection with "not accepting
+# connections" (57P03) this long, as during a crash recovery with WAL to replay.
+RECOVERING_SECONDS = 1.0
+NEW_ITEM = {"title": "Lamp", "price": "3.00"}
+# What each probe may answer at any time; anything else (a 500, no answer) fails.
+ALLOWED = {
+    "live": {200},
+    "ready": {200, 503},
+    "list": {200, 503},
+    "create": {201, 503},
+    "read": {200},
+    "restart": {200, 503},
+}
+DATABASE_ROUTES = ("list", "create", "restart")
+
+
+async def _promote_after(postgres: PrivatePostgres, seconds: float) -> None:
+    """Let the restarted server recover for `seconds`, then promote it."""
+    await asyncio.sleep(seconds)
+    await asyncio.to_thread(postgres.promote)
+
+
+def _seconds_to_first_503(samples: list[Sample], since: float) -> float:
+    answered = [sample.ended for sample in samples if sample.status == 503]
+    assert answered, f"no 503 among {[str(sample) for sample in samples]}"
+    return min(answered) - since
+
+
+async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
+    settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    env = live_env(
+        settings,
+        tmp_path / "storage",
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis_server.url,
+        LOG_LEVEL="INFO",
+    )
+    server_log = tmp_path / "server.log"
+    server = await start_server(env, log_to=server_log)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            account = await create_account(client)
+            item = await create_item(client, account)
+            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
+            assert read.status_code == 200
+
+            def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+                headers = account.headers | idempotency_key()
+                return http.post(f"{API}/items", json=NEW_ITEM, headers=headers)
+
+            def page(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+                return http.get(f"{API}/items", headers=account.headers)
+
+            probes = {
+                "live": lambda http: http.get("/health/live"),
+                "ready": lambda http: http.get("/health/ready"),
+                "list": page,
+                "create": create,
+                "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
+            }
+            async with Load(server.url, probes) as load:
+                await asyncio.sleep(1.0)
+                crashed = time.monotonic()
+                await asyncio.to_thread(postgres.crash)
+                await asyncio.sleep(OUTAGE_SECONDS)
+                restarted = time.monotonic()
+                postgres.start(held_in_recovery=True)
+                promotion = asyncio.create_task(_promote_after(postgres, RECOVERING_SECONDS))
+                await load.follow("restart", page, within=RECOVERY_WITHIN + 2)
+                await promotion
+                await load.wait_until_healthy(since=restarted, within=RECOVERY_WITHIN + 2)
+
+            # After the outage, a retry of a create that failed with its key creates it.
+            failed = [s for s in load.of("create", sent_after=crashed) if s.status == 503]
+            assert failed
+            assert failed[0].idempotency_key is not None
+            retry = await client.post(
+                f"{API}/items",
+                json=NEW_ITEM,
+                headers=account.headers | {"Idempotency-Key": failed[0].idempotency_key},
+            )
+    finally:
+        server.stop(grace=5)
+
+    with logs_on_failure(server_log, postgres.log):
+        every = load.of()
+        assert every, "the load sent nothing"
+        for sample in every:
+            assert sample.status in ALLOWED[sample.probe], f"unexpected answer: {sample}"
+        for sample in load.of("ready"):
+            assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
+        for sample in load.of(*DATABASE_ROUTES):
+            assert sample.seconds < DATABASE_ROUTES_WITHIN, f"too slow: {sample}"
+        for sample in load.of("live", "read"):
+            assert sample.seconds < 1, f"too slow: {sample}"
+
+        # Readiness: 503 within 2 s of the crash, and from then on until the restart.
+        outage_ready = load.of("ready", sent_after=crashed, sent_before=restarted)
+        ready_after = _seconds_to_first_503(outage_ready, crashed)
+        assert ready_after <= READY_WITHIN
+        late = [s for s in outage_ready if s.ended > crashed + READY_WITHIN]
+        assert late
+        assert all(s.status == 503 for s in late), [str(s) for s in late]
+
+        # The database routes: a 503 problem within 3 s, and from then on.
+        routes_after = {}
+        for name in ("list", "create"):
+            outage = load.of(name, sent_after=crashed, sent_before=restarted)
+            routes_after[name] = _seconds_to_first_503(outage, crashed)
+            assert routes_after[name] <= DATABASE_ROUTES_WITHIN, name
+            late = [s for s in outage if s.ended > crashed + DATABASE_ROUTES_WITHIN]
+            assert late
+            assert all(s.is_problem_503 for s in late), [str(s) for s in late]
+        unavailable = [s for s in load.of(*DATABASE_ROUTES) if s.status == 503]
+        assert all(s.is_problem_503 for s in unavailable)
+
+        # While PostgreSQL recovered, the database routes answered 503 problems.
+        restart = load.of("restart")
+        assert restart[-1].ok, [str(s) for s in restart]
+        assert len(restart) > 10
+        assert all(s.is_problem_503 for s in restart[:-1]), [str(s) for s in restart]
+
+        # Recovery: every request sent after this moment got a 2xx.
+        after_restart = load.of(sent_after=restarted)
+        recovered = max((s.ended for s in after_restart if not s.ok), default=restarted)
+        assert recovered - restarted <= RECOVERY_WITHIN
+        for name in probes:
+            assert any(s.ok for s in load.of(name, sent_after=recovered)), name
+        assert retry.status_code == 201, retry.text
+        assert "Idempotent-Replayed" not in retry.headers
+
+    report(
+        "PostgreSQL crash",
+        ready_503_after=ready_after,
+        first_503_after=routes_after,
+        recovered_after_restart=recovered - restarted,
+        first_2xx_after_restart=restart[-1].ended - restarted,
+        slowest_answer={name: max(s.seconds for s in load.of(name)) for name in ALLOWED},
+        during_outage=load.counts(sent_after=crashed, sent_before=restarted),
+        after_restart=load.counts(sent_after=restarted),
+        total=len(every),
+    )

@@ -1,0 +1,282 @@
+"""Redis crashes under light load, then comes back on the same port with its data.
+
+A live API process and a live worker (`python -m app serve`, `python -m app worker`)
+run against a private PostgreSQL and Redis (see conftest.py). While a light load runs
+(every 0.3 s: liveness, readiness, a page of items, a cached item read, a create with an
+`Idempotency-Key`, a login), Redis is SIGKILLed, left down for 4 s, and started again.
+
+What "jobs queued before the outage still run" can honestly mean depends on Redis
+keeping its data: a Redis without persistence comes back empty, and no service can run
+jobs that no longer exist anywhere (the outbox only covers jobs whose enqueue failed).
+The Redis of a job queue should persist, so this one does (`appendonly yes`,
+`appendfsync always`: what Redis acknowledged is on disk), and the crash is a real
+SIGKILL and restart rather than a pause. Jobs are queued right before the crash, due one
+second later, so that no worker can take them before Redis is gone (ARQ keeps such jobs
+in its queue the way it keeps a retry waiting for its backoff); an export requested
+through the API at the same moment must complete too, whenever it ran.
+
+What must hold (README.md, "Outages"):
+
+- `/health/live` answers 200 throughout; `/health/ready` answers 503 within 2 s, every
+  readiness answer in < 2 s;
+- every `/api/v1` route answers a 503 problem within 3 s, none later than that: rate
+  limits, the token deny-list and the account cache, the login throttle and the
+  idempotency keys live in Redis, and the service fails closed rather than let a revoked
+  token in or a limit lapse; the event stream too;
+- nothing answers 500 and no request hangs;
+- within 5 s of the restart every probe answers 2xx again;
+- the worker process stays up, reconnects by itself, runs the queued jobs (each once)
+  and new ones, and still stops cleanly (exit 0) on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from uuid import UUID
+
+import httpx
+import pytest
+from arq.jobs import Job as ArqJob
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from app.core.config import RedisSettings, Settings
+from app.core.resources import Resources, build_arq
+from app.items.service import EXPORT_JOB
+from app.models import Job, JobStatus
+from app.worker import create_worker
+from bench.common import settings_from, spawn, stop
+from tests.factories import Account, create_account, create_item
+from tests.faults.conftest import (
+    Load,
+    PrivatePostgres,
+    PrivateRedis,
+    Sample,
+    idempotency_key,
+    logs_on_failure,
+    report,
+)
+from tests.live import live_env, start_server
+
+API = "/api/v1"
+OUTAGE_SECONDS = 4.0
+READY_WITHIN = 2.0
+ROUTES_WITHIN = 3.0
+RECOVERY_WITHIN = 5.0
+QUEUED_JOBS = 2
+ALLOWED = {
+    "live": {200},
+    "ready": {200, 503},
+    "list": {200, 503},
+    "read": {200, 503},
+    "create": {201, 503},
+    "login": {200, 503},
+}
+ROUTES = ("list", "read", "create", "login")
+
+
+async def _request_export(client: httpx.AsyncClient, account: Account) -> UUID:
+    response = await client.post(f"{API}/items/exports", headers=account.headers)
+    assert response.status_code == 202, response.text
+    return UUID(response.json()["job_id"])
+
+
+async def _queue_export_due_in(resources: Resources, owner_id: UUID, seconds: float) -> UUID:
+    """An export queued as `POST /items/exports` queues it (the job row, then the ARQ
+    job named after it), but due `seconds` from now."""
+    async with resources.session() as session:
+        job = Job(owner_id=owner_id, kind=EXPORT_JOB)
+        session.add(job)
+        await session.flush()
+    queued = await resources.arq.enqueue_job(
+        EXPORT_JOB,
+        str(job.id),
+        _job_id=f"{EXPORT_JOB}:{job.id}",
+        _defer_by=timedelta(seconds=seconds),
+    )
+    assert queued is not None
+    return job.id
+
+
+async def _finished(resources: Resources, job_id: UUID, *, within: float) -> Job:
+    deadline = time.monotonic() + within
+    while True:
+        async with resources.session() as session:
+            job = await session.get(Job, job_id)
+        assert job is not None
+        if job.status in (JobStatus.complete, JobStatus.failed) or time.monotonic() > deadline:
+            assert job.status == JobStatus.complete, f"job {job_id} is {job.status}: {job.error}"
+            return job
+        await asyncio.sleep(0.05)
+
+
+def _seconds_to_first_503(samples: list[Sample], since: float) -> float:
+    answered = [sample.ended for sample in samples if sample.status == 503]
+    assert answered, f"no 503 among {[str(sample) for sample in samples]}"
+    return min(answered) - since
+
+
+async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
+    settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    env = live_env(
+        settings,
+        tmp_path / "storage",
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis_server.url,
+        LOG_LEVEL="INFO",
+    )
+    server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
+    server = await start_server(env, log_to=server_log)
+    worker = spawn(["worker"], env, log_to=worker_log)
+    logs = (server_log, worker_log, redis_server.log)
+    try:
+        async with (
+            Resources.open(settings_from(env)) as resources,
+            httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+        ):
+            account = await create_account(client)
+            item = await create_item(client, account)
+            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
+            assert read.status_code == 200
+            # The worker is up and runs jobs.
+            with logs_on_failure(*logs):
+                await _finished(resources, await _request_export(client, account), within=30)
+
+            def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+                headers = account.headers | idempotency_key()
+                return http.post(
+                    f"{API}/items", json={"title": "Lamp", "price": "3"}, headers=headers
+                )
+
+            def login(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+                form = {"username": account.email, "password": account.password}
+                return http.post(f"{API}/auth/token", data=form)
+
+            probes = {
+                "live": lambda http: http.get("/health/live"),
+                "ready": lambda http: http.get("/health/ready"),
+                "list": lambda http: http.get(f"{API}/items", headers=account.headers),
+                "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
+                "create": create,
+                "login": login,
+            }
+            async with Load(server.url, probes) as load:
+                await asyncio.sleep(1.0)
+                queued = [
+                    await _queue_export_due_in(resources, account.id, 1.0)
+                    for _ in range(QUEUED_JOBS)
+                ]
+                just_before = await _request_export(client, account)
+                crashed = time.monotonic()
+                await asyncio.to_thread(redis_server.crash)
+                await asyncio.sleep(OUTAGE_SECONDS / 2)
+                events = await client.get(f"{API}/events", headers=account.headers)
+                anonymous = await client.get(f"{API}/items")
+                await asyncio.sleep(OUTAGE_SECONDS / 2)
+                worker_alive = worker.poll() is None
+                restarted, restarted_at = time.monotonic(), datetime.now(UTC)
+                redis_server.start()
+                await load.wait_until_healthy(since=restarted, within=RECOVERY_WITHIN + 2)
+
+            with logs_on_failure(*logs):
+                assert worker_alive, f"the worker exited with {worker.returncode} during the outage"
+                jobs = [await _finished(resources, job_id, within=15) for job_id in queued]
+                tries = [
+                    (await ArqJob(f"{EXPORT_JOB}:{job.id}", resources.arq).result_info())
+                    for job in jobs
+                ]
+                await _finished(resources, just_before, within=15)
+                # And it takes new work.
+                after = await _request_export(client, account)
+                await _finished(resources, after, within=10)
+    finally:
+        server.stop(grace=5)
+        worker_code = stop(worker, grace=15)
+
+    with logs_on_failure(*logs):
+        assert worker_code == 0, f"the worker exited with {worker_code}"
+        worker_lines = worker_log.read_text()
+        assert worker_lines.count("Redis unreachable") == 1
+        assert worker_lines.count("Redis is reachable again") == 1
+        every = load.of()
+        for sample in every:
+            assert sample.status in ALLOWED[sample.probe], f"unexpected answer: {sample}"
+        for sample in load.of("ready"):
+            assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
+        for sample in load.of(*ROUTES):
+            assert sample.seconds < ROUTES_WITHIN, f"too slow: {sample}"
+        for sample in load.of("live"):
+            assert sample.seconds < 1, f"too slow: {sample}"
+
+        outage_ready = load.of("ready", sent_after=crashed, sent_before=restarted)
+        ready_after = _seconds_to_first_503(outage_ready, crashed)
+        assert ready_after <= READY_WITHIN
+        late = [s for s in outage_ready if s.ended > crashed + READY_WITHIN]
+        assert late
+        assert all(s.status == 503 for s in late), [str(s) for s in late]
+
+        routes_after = {}
+        for name in ROUTES:
+            outage = load.of(name, sent_after=crashed, sent_before=restarted)
+            routes_after[name] = _seconds_to_first_503(outage, crashed)
+            assert routes_after[name] <= ROUTES_WITHIN, name
+            late = [s for s in outage if s.ended > crashed + ROUTES_WITHIN]
+            assert late
+            assert all(s.is_problem_503 for s in late), [str(s) for s in late]
+        assert all(s.is_problem_503 for s in load.of(*ROUTES) if s.status == 503)
+        for response in (events, anonymous):
+            assert response.status_code == 503, response.text
+            assert response.headers["content-type"].startswith("application/problem+json")
+
+        after_restart = load.of(sent_after=restarted)
+        recovered = max((s.ended for s in after_restart if not s.ok), default=restarted)
+        assert recovered - restarted <= RECOVERY_WITHIN
+        for name in probes:
+            assert any(s.ok for s in load.of(name, sent_after=recovered)), name
+
+        # The queued jobs waited for Redis (nobody could take them before), then ran once.
+        for job, info in zip(jobs, tries, strict=True):
+            assert job.started_at is not None
+            assert job.started_at > restarted_at
+            assert info is not None
+            assert info.success
+            assert info.job_try == 1
+        first_start = min(job.started_at for job in jobs if job.started_at is not None)
+
+    report(
+        "Redis crash",
+        ready_503_after=ready_after,
+        first_503_after=routes_after,
+        recovered_after_restart=recovered - restarted,
+        queued_job_started_after_restart=(first_start - restarted_at).total_seconds(),
+        slowest_answer={name: max(s.seconds for s in load.of(name)) for name in probes},
+        during_outage=load.counts(sent_after=crashed, sent_before=restarted),
+        after_restart=load.counts(sent_after=restarted),
+        total=len(every),
+    )
+
+
+async def test_a_job_slot_taken_as_redis_goes_away_is_given_back(
+    settings: Settings, redis_server: PrivateRedis
+) -> None:
+    """ARQ takes a slot (its job count and a semaphore permit) before it claims a job in
+    Redis, and keeps it when the claim fails on a lost connection: with max_jobs=1, one
+    such failure would leave the worker waiting forever for a slot."""
+    settings = settings.model_copy(
+        update={"redis": RedisSettings(_env_file=None, url=redis_server.url)}
+    )
+    worker = create_worker(settings, max_jobs=1, handle_signals=False, cron_jobs=[])
+    worker._pool = build_arq(settings)
+    try:
+        await worker.pool.ping()
+        await asyncio.to_thread(redis_server.crash)
+        with pytest.raises(RedisConnectionError):
+            await worker.start_jobs([b"queued-job"])
+    finally:
+        await worker.pool.aclose(close_connection_pool=True)
+    assert worker.job_counter == 0
+    assert not worker.sem.locked()
