@@ -134,16 +134,16 @@ async def demo_token_and_items(
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """On Linux, a `preexec_fn` that has the kernel SIGTERM the child when the thread that
-    started it ends: a test run killed by `timeout` or Ctrl-C leaves no server behind on
-    the test database. libc is loaded here, in the parent; the child only makes the call."""
+def die_with_parent(signum: signal.Signals = signal.SIGTERM) -> Callable[[], None] | None:
+    """On Linux, a `preexec_fn` that has the kernel send `signum` to the child when the
+    thread that started it ends: a test run killed by `timeout` or Ctrl-C leaves no
+    server behind. libc is loaded here, in the parent; the child only makes the call."""
     if not sys.platform.startswith("linux"):
         return None
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
     def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        libc.prctl(PR_SET_PDEATHSIG, signum)
 
     return preexec
 
@@ -157,7 +157,7 @@ def spawn(
 ) -> subprocess.Popen[bytes]:
     """Start `python -m app <args>` (or another module: `["-m", "bench.x"]`) in a scratch
     directory; its output goes nowhere (`quiet`), to ours, or to the file `log_to`. The
-    process ends with ours (call this from the main thread: see `_die_with_parent`)."""
+    process ends with ours (call this from the main thread: see `die_with_parent`)."""
     module = [] if args[0] == "-m" else ["-m", "app"]
     with contextlib.ExitStack() as files:
         output: int | IO[bytes] | None = subprocess.DEVNULL if quiet else None
@@ -169,14 +169,20 @@ def spawn(
             cwd=tempfile.gettempdir(),
             stdout=output,
             stderr=output,
-            preexec_fn=_die_with_parent(),  # one async-signal-safe call in the child
+            preexec_fn=die_with_parent(),  # one async-signal-safe call in the child
         )
 
 
-def stop(process: subprocess.Popen[bytes], *, grace: float = 30) -> int:
-    """SIGTERM, then wait up to `grace` seconds (SIGKILL after that); the exit code."""
+def stop(
+    process: subprocess.Popen[bytes],
+    *,
+    grace: float = 30,
+    signum: signal.Signals = signal.SIGTERM,
+) -> int:
+    """Send `signum` (SIGTERM), then wait up to `grace` seconds (SIGKILL after that);
+    the exit code."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signum)
     try:
         return process.wait(timeout=grace)
     except subprocess.TimeoutExpired:

@@ -56,15 +56,17 @@ class Trial:
         return self.complete_after <= DEADLINE_SECONDS and self.tries == 2
 
 
-async def _status(resources: Resources, job_id: UUID) -> JobStatus | None:
+async def job_status(resources: Resources, job_id: UUID) -> JobStatus | None:
     async with resources.session() as session:
         job = await session.get(Job, job_id)
         return job.status if job else None
 
 
-async def _wait_for(resources: Resources, job_id: UUID, wanted: JobStatus, within: float) -> float:
+async def wait_for_status(
+    resources: Resources, job_id: UUID, wanted: JobStatus, within: float
+) -> float:
     started = time.monotonic()
-    while (status := await _status(resources, job_id)) != wanted:
+    while (status := await job_status(resources, job_id)) != wanted:
         # A vanished row (None) or a failure will not turn into `wanted`: stop waiting.
         if status in (None, JobStatus.failed) or time.monotonic() - started > within:
             msg = f"job {job_id} is {status}, not {wanted}, after {within} s"
@@ -87,7 +89,7 @@ async def queue_export(resources: Resources, owner_id: UUID) -> UUID:
     return job.id
 
 
-def _check_file(storage_dir: Path, job_id: UUID, owner_items: int) -> tuple[int, int]:
+def check_export_file(storage_dir: Path, job_id: UUID, owner_items: int) -> tuple[int, int]:
     exports = storage_dir / "exports"
     final = list(exports.glob(f"{job_id}*.csv"))
     assert len(final) == 1, f"expected one export file, found {final}"
@@ -116,7 +118,7 @@ async def run_trial(
     arq_job_id = f"{item_service.EXPORT_JOB}:{job_id}"
     first = spawn(["worker"], env)
     try:
-        in_progress = await _wait_for(resources, job_id, JobStatus.in_progress, within=30)
+        in_progress = await wait_for_status(resources, job_id, JobStatus.in_progress, within=30)
         await asyncio.sleep(rng.uniform(0, kill_within))
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -126,7 +128,7 @@ async def run_trial(
             first.kill()
     if await ArqJob(arq_job_id, resources.arq).result_info() is not None:
         return None
-    killed_while = await _status(resources, job_id)
+    killed_while = await job_status(resources, job_id)
     assert killed_while is not None
     second = spawn(["worker"], env)
     try:
@@ -135,7 +137,7 @@ async def run_trial(
                 break
             await asyncio.sleep(0.02)
         rerun = time.monotonic()
-        complete = await _wait_for(resources, job_id, JobStatus.complete, within=deadline)
+        complete = await wait_for_status(resources, job_id, JobStatus.complete, within=deadline)
         info = await ArqJob(arq_job_id, resources.arq).result_info()
         while info is None:  # the row commits just before ARQ records the result
             await asyncio.sleep(0.02)
@@ -143,7 +145,7 @@ async def run_trial(
     finally:
         code = stop(second)
     assert code == 0, f"the second worker exited with {code}"
-    rows, partials = _check_file(resources.settings.storage_dir, job_id, owner_items)
+    rows, partials = check_export_file(resources.settings.storage_dir, job_id, owner_items)
     return Trial(
         killed_after=killed - in_progress,
         killed_while=killed_while,
@@ -174,8 +176,8 @@ async def main(trials: int, items: int, seed: int) -> int:
         # How long one export runs here, to kill inside it.
         probe = await queue_export(resources, owner_id)
         worker = spawn(["worker"], env)
-        started = await _wait_for(resources, probe, JobStatus.in_progress, within=30)
-        duration = await _wait_for(resources, probe, JobStatus.complete, within=600) - started
+        started = await wait_for_status(resources, probe, JobStatus.in_progress, within=30)
+        duration = await wait_for_status(resources, probe, JobStatus.complete, within=600) - started
         stop(worker)
         print(f"{items} items; one export takes {duration:.2f} s; {trials} trials")  # noqa: T201
         results: list[Trial] = []

@@ -24,7 +24,13 @@ from app.core.storage import LocalStorage
 from app.items import service as item_service
 from app.models import JobStatus
 from bench.common import spawn
-from bench.worker_crash import _check_file, _status, _wait_for, queue_export, seed_owner
+from bench.worker_crash import (
+    check_export_file,
+    job_status,
+    queue_export,
+    seed_owner,
+    wait_for_status,
+)
 from tests.factories import Account, create_account
 from tests.live import live_env, start_server
 
@@ -136,7 +142,7 @@ async def test_sigterm_lets_a_worker_finish_its_running_job(
     job_id = await queue_export(resources, owner_id)
     worker = spawn(["worker"], env)
     try:
-        await _wait_for(resources, job_id, JobStatus.in_progress, within=30)
+        await wait_for_status(resources, job_id, JobStatus.in_progress, within=30)
         signalled = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(worker.wait, GRACE_SECONDS + 5)
@@ -147,9 +153,9 @@ async def test_sigterm_lets_a_worker_finish_its_running_job(
     assert code == 0
     assert exited < GRACE_SECONDS
     # The job ran to its end in that worker: complete, on its first try, every row.
-    assert await _status(resources, job_id) == JobStatus.complete
+    assert await job_status(resources, job_id) == JobStatus.complete
     info = await ArqJob(f"{item_service.EXPORT_JOB}:{job_id}", resources.arq).result_info()
     assert info is not None
     assert (info.success, info.job_try) == (True, 1)
-    rows, _ = _check_file(tmp_path, job_id, items)
+    rows, _ = check_export_file(tmp_path, job_id, items)
     assert rows == items

@@ -31,6 +31,7 @@ from app.core.middleware import (
     HealthExemptTrustedHostMiddleware,
 )
 from app.core.resources import Resources
+from app.core.schemas import drop_null
 from app.files.router import UPLOAD_LIMIT_HEADERS
 from app.files.router import router as files_router
 from app.health.metrics import router as metrics_router
@@ -80,17 +81,8 @@ def _parameters_are_never_null(openapi: dict[str, Any]) -> None:
     for operations in openapi.get("paths", {}).values():
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
-                schema = parameter.get("schema", {})
-                options = schema.get("anyOf")
-                if not options or parameter.get("required"):
-                    continue
-                kept = [option for option in options if option.get("type") != "null"]
-                if len(kept) < len(options):
-                    schema.pop("anyOf")
-                    if len(kept) == 1:
-                        schema.update(kept[0])
-                    else:
-                        schema["anyOf"] = kept
+                if not parameter.get("required"):
+                    drop_null(parameter.get("schema", {}))
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
 import pwd
@@ -47,33 +45,20 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app.core.config import Settings
 from app.core.database_admin import ensure_database
-from bench.common import free_port
+from bench.common import die_with_parent, free_port, stop
 from tests.conftest import migrate
+from tests.live import live_env
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server")
 DATABASE = "app"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def _require(binary: Path | str | None, what: str) -> None:
     if binary is None or not Path(binary).exists():  # pragma: no cover
         pytest.skip(f"the fault tests need {what}")
-
-
-def _die_with_parent(signum: signal.Signals) -> Callable[[], None] | None:
-    """A `preexec_fn` that has the kernel send `signum` to the child when the thread
-    that started it ends: started from the main thread, as every server here is, no
-    private server outlives the test run, however it ends (Ctrl-C, `timeout`)."""
-    if not sys.platform.startswith("linux"):  # pragma: no cover
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-
-    def preexec() -> None:
-        libc.prctl(PR_SET_PDEATHSIG, signum)
-
-    return preexec
 
 
 def _tail(path: Path, lines: int = 20) -> str:
@@ -84,15 +69,8 @@ def _tail(path: Path, lines: int = 20) -> str:
 
 
 def _end(process: subprocess.Popen[bytes] | None, signum: signal.Signals, grace: float) -> None:
-    """Send `signum`, wait up to `grace` seconds, SIGKILL after that."""
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signum)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    if process is not None:
+        stop(process, grace=grace, signum=signum)
 
 
 SCRATCH_PREFIX = "faults-"
@@ -102,7 +80,7 @@ _OWNER_FILE = "owner.pid"
 def _scratch_dir(prefix: str) -> Path:
     """A temporary directory marked with our pid. The fixtures remove theirs when they
     end; a run killed outright (SIGKILL, `timeout`) cannot, so each session first
-    removes those whose run is gone (its servers died with it: see `_die_with_parent`)."""
+    removes those whose run is gone (its servers died with it: `die_with_parent`)."""
     path = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX + prefix))
     (path / _OWNER_FILE).write_text(str(os.getpid()))
     return path
@@ -204,7 +182,7 @@ class PrivatePostgres:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd="/",
-                preexec_fn=_die_with_parent(signal.SIGQUIT),
+                preexec_fn=die_with_parent(signal.SIGQUIT),
                 **self.user.popen_options(),
             )
 
@@ -287,7 +265,7 @@ class PrivateRedis:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=self.directory,
-                preexec_fn=_die_with_parent(signal.SIGKILL),
+                preexec_fn=die_with_parent(signal.SIGKILL),
             )
 
     async def wait_ready(self, *, within: float = 10) -> None:
@@ -595,3 +573,22 @@ def report(title: str, **figures: object) -> None:
 
     lines = [f"\n{title}:"] + [f"  {name}: {shown(value)}" for name, value in figures.items()]
     print("\n".join(lines))  # noqa: T201
+
+
+def private_env(
+    settings: Settings, postgres: PrivatePostgres, redis: PrivateRedis, tmp_path: Path
+) -> dict[str, str]:
+    """The environment of a live process on the private servers."""
+    return live_env(
+        settings,
+        tmp_path / "storage",
+        DATABASE_URL=postgres.url,
+        REDIS_URL=redis.url,
+        LOG_LEVEL="INFO",
+    )
+
+
+def seconds_to_first_503(samples: list[Sample], since: float) -> float:
+    answered = [sample.ended for sample in samples if sample.status == 503]
+    assert answered, f"no 503 among {[str(sample) for sample in samples]}"
+    return min(answered) - since

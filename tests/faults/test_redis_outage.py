@@ -54,12 +54,13 @@ from tests.faults.conftest import (
     Load,
     PrivatePostgres,
     PrivateRedis,
-    Sample,
     idempotency_key,
     logs_on_failure,
+    private_env,
     report,
+    seconds_to_first_503,
 )
-from tests.live import live_env, start_server
+from tests.live import start_server
 
 API = "/api/v1"
 OUTAGE_SECONDS = 4.0
@@ -113,22 +114,10 @@ async def _finished(resources: Resources, job_id: UUID, *, within: float) -> Job
         await asyncio.sleep(0.05)
 
 
-def _seconds_to_first_503(samples: list[Sample], since: float) -> float:
-    answered = [sample.ended for sample in samples if sample.status == 503]
-    assert answered, f"no 503 among {[str(sample) for sample in samples]}"
-    return min(answered) - since
-
-
 async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
     settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
 ) -> None:
-    env = live_env(
-        settings,
-        tmp_path / "storage",
-        DATABASE_URL=postgres.url,
-        REDIS_URL=redis_server.url,
-        LOG_LEVEL="INFO",
-    )
+    env = private_env(settings, postgres, redis_server, tmp_path)
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
     server = await start_server(env, log_to=server_log)
     worker = spawn(["worker"], env, log_to=worker_log)
@@ -213,7 +202,7 @@ async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
             assert sample.seconds < 1, f"too slow: {sample}"
 
         outage_ready = load.of("ready", sent_after=crashed, sent_before=restarted)
-        ready_after = _seconds_to_first_503(outage_ready, crashed)
+        ready_after = seconds_to_first_503(outage_ready, crashed)
         assert ready_after <= READY_WITHIN
         late = [s for s in outage_ready if s.ended > crashed + READY_WITHIN]
         assert late
@@ -222,7 +211,7 @@ async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
         routes_after = {}
         for name in ROUTES:
             outage = load.of(name, sent_after=crashed, sent_before=restarted)
-            routes_after[name] = _seconds_to_first_503(outage, crashed)
+            routes_after[name] = seconds_to_first_503(outage, crashed)
             assert routes_after[name] <= ROUTES_WITHIN, name
             late = [s for s in outage if s.ended > crashed + ROUTES_WITHIN]
             assert late

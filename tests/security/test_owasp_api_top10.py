@@ -1705,6 +1705,16 @@ def _comparable(response: httpx.Response) -> tuple[int, dict[str, Any], set[str]
     return response.status_code, body, names
 
 
+async def _active_unknown_and_disabled_emails(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> tuple[str, str, str]:
+    """An active account's email, one nobody has, and a deactivated account's."""
+    account, disabled = await create_account(client), await create_account(client)
+    await db.execute(update(User).where(User.id == disabled.id).values(is_active=False))
+    await db.commit()
+    return account.email, unique_email("nobody"), disabled.email
+
+
 def _normalised(seen: list[str]) -> list[str]:
     return [re.sub(r"sa_savepoint_\d+", "sa_savepoint", statement) for statement in seen]
 
@@ -1712,11 +1722,8 @@ def _normalised(seen: list[str]) -> list[str]:
 async def test_api6_login_answers_an_unknown_email_as_a_wrong_password(
     client: httpx.AsyncClient, db: AsyncSession
 ) -> None:
-    account, disabled = await create_account(client), await create_account(client)
-    await db.execute(update(User).where(User.id == disabled.id).values(is_active=False))
-    await db.commit()
     answers, sql = [], []
-    for email in (account.email, unique_email("nobody"), disabled.email):
+    for email in await _active_unknown_and_disabled_emails(client, db):
         with statements() as seen:
             answers.append(await login(client, email, "wrong-password-1"))
         sql.append(_normalised(seen))
@@ -1751,11 +1758,8 @@ async def test_api6_registration_of_a_taken_email_reveals_no_more_than_409(
 async def test_api6_password_recovery_answers_the_same_for_any_email(
     client: httpx.AsyncClient, db: AsyncSession
 ) -> None:
-    account, disabled = await create_account(client), await create_account(client)
-    await db.execute(update(User).where(User.id == disabled.id).values(is_active=False))
-    await db.commit()
     answers, sql = [], []
-    for email in (account.email, unique_email("nobody"), disabled.email):
+    for email in await _active_unknown_and_disabled_emails(client, db):
         with statements() as seen:
             answers.append(await client.post(RECOVER, json={"email": email}))
         # The job looks the account up: the request itself runs the same statements.

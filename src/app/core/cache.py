@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from app.core.db import after_commit
+from app.core.db import after_commit_batch
 from app.core.observability import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -136,11 +136,8 @@ def store_after_commit(
     if not isinstance(cache, VersionedCache):
         msg = f"this session was not opened with session_scope(..., info=cache_info(..., {slot=}))"
         raise TypeError(msg)
-    pending_key = f"{_PENDING_KEY}:{slot}"
-    pending: list[tuple[str, int, str]] = session.info.setdefault(pending_key, [])
-    if not pending:
-        after_commit(session, functools.partial(_flush, session.info, pending_key, cache))
-    pending.append((key, version, value))
+    entry = (key, version, value)
+    after_commit_batch(session, f"{_PENDING_KEY}:{slot}", entry, functools.partial(_flush, cache))
 
 
 def forget_after_commit(
@@ -150,8 +147,7 @@ def forget_after_commit(
     store_after_commit(session, key, TOMBSTONE_VERSION, "", slot=slot)
 
 
-async def _flush(info: dict[str, object], pending_key: str, cache: VersionedCache) -> None:
-    pending: list[tuple[str, int, str]] = info.pop(pending_key, [])  # type: ignore[assignment]
+async def _flush(cache: VersionedCache, pending: list[tuple[str, int, str]]) -> None:
     if len(pending) == 1:
         await cache.store(*pending[0])
     elif pending:

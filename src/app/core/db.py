@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import UUID
 
 from sqlalchemy import DateTime, MetaData, func
@@ -55,6 +56,7 @@ class Timestamps:
 
 
 Callback = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 _AFTER_COMMIT_KEY = "after_commit"
 _ON_ROLLBACK_KEY = "on_rollback"
 
@@ -64,6 +66,25 @@ def after_commit(session: Session | AsyncSession, callback: Callback) -> None:
     (An AsyncSession and its synchronous Session share one `info`: ORM event hooks,
     which see the latter, may register callbacks too.)"""
     session.info.setdefault(_AFTER_COMMIT_KEY, []).append(callback)
+
+
+def after_commit_batch(
+    session: Session | AsyncSession,
+    key: str,
+    item: T,
+    send: Callable[[list[T]], Awaitable[None]],
+) -> None:
+    """Collect `item` under `key`; once the session commits, `send` gets every item
+    collected there, in one call (one round trip for a request's cache entries, events
+    or jobs, not one each)."""
+    pending: list[T] = session.info.setdefault(key, [])
+    if not pending:
+
+        async def flush() -> None:
+            await send(session.info.pop(key, []))
+
+        after_commit(session, flush)
+    pending.append(item)
 
 
 def on_rollback(session: AsyncSession, callback: Callback) -> None:

@@ -33,7 +33,7 @@ from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.config import RealtimeSettings
-from app.core.db import after_commit
+from app.core.db import after_commit_batch
 from app.core.observability import REDIS_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -136,14 +136,11 @@ def publish_after_commit(session: AsyncSession, user_id: UUID, type_: str, data:
     if not isinstance(publisher, EventPublisher):
         msg = "this session was not opened with session_scope(..., info=events_info(...))"
         raise TypeError(msg)
-    pending: list[PendingEvent] = session.info.setdefault(_PENDING_KEY, [])
-    if not pending:
-        after_commit(session, functools.partial(_send, session, publisher))
-    pending.append(render(user_id, type_, data))
+    event = render(user_id, type_, data)
+    after_commit_batch(session, _PENDING_KEY, event, functools.partial(_send, publisher))
 
 
-async def _send(session: AsyncSession, publisher: EventPublisher) -> None:
-    events: list[PendingEvent] = session.info.pop(_PENDING_KEY, [])
+async def _send(publisher: EventPublisher, events: list[PendingEvent]) -> None:
     try:
         await publisher.publish(events)
     except (RedisError, OSError) as exc:

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core import job_metrics
 from app.core.context import request_id_var
-from app.core.db import after_commit, utcnow
+from app.core.db import after_commit_batch, utcnow
 from app.core.ids import uuid7
 from app.models import JobOutbox
 
@@ -79,15 +79,11 @@ def enqueue_after_commit(
     json.dumps(args)  # jobs take plain values; fail here, not in the worker
     entry = JobOutbox(function=function, args=list(args), job_id=job_id or f"{function}:{uuid7()}")
     session.add(entry)
-    pending: list[JobOutbox] = session.info.setdefault(_PENDING_KEY, [])
-    if not pending:
-        after_commit(session, functools.partial(_dispatch, session, arq))
-    pending.append(entry)
+    after_commit_batch(session, _PENDING_KEY, entry, functools.partial(_dispatch, session, arq))
     return entry.job_id
 
 
-async def _dispatch(session: AsyncSession, arq: ArqRedis) -> None:
-    entries: list[JobOutbox] = session.info.pop(_PENDING_KEY, [])
+async def _dispatch(session: AsyncSession, arq: ArqRedis, entries: list[JobOutbox]) -> None:
     try:
         sent = await send_to_queue(arq, entries)
         if sent:

@@ -19,6 +19,22 @@ from pydantic_core import CoreSchema
 NO_NUL = r"^[^\x00]*$"
 
 
+def drop_null(schema: dict[str, Any]) -> None:
+    """Take JSON null out of a schema's `anyOf` (what pydantic writes for `X | None`),
+    leaving the one remaining option in place of the `anyOf`."""
+    options = schema.get("anyOf")
+    if not options:
+        return
+    kept = [option for option in options if option.get("type") != "null"]
+    if len(kept) == len(options):
+        return
+    schema.pop("anyOf")
+    if len(kept) == 1:
+        schema.update(kept[0])
+    else:
+        schema["anyOf"] = kept
+
+
 def example_config(*examples: dict[str, Any]) -> ConfigDict:
     """A request body's config: unknown fields refused, and examples for OpenAPI."""
     return ConfigDict(extra="forbid", json_schema_extra={"examples": list(examples)})
@@ -39,15 +55,8 @@ class PartialUpdate(BaseModel):
         schema = handler(core_schema)
         target = handler.resolve_ref_schema(schema)
         for name, prop in target.get("properties", {}).items():
-            options = prop.get("anyOf")
-            if name in cls.nullable or not options:
-                continue
-            kept = [option for option in options if option.get("type") != "null"]
-            prop.pop("anyOf")
-            if len(kept) == 1:
-                prop.update(kept[0])
-            else:
-                prop["anyOf"] = kept
+            if name not in cls.nullable:
+                drop_null(prop)
         return schema
 
     @field_validator("*")
