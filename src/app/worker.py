@@ -99,12 +99,21 @@ class AppWorker(Worker):
                 raise
 
 
+def job_settings(settings: Settings) -> Settings:
+    """`settings` with the jobs' own statement timeout in place of the requests'."""
+    database = settings.database.model_copy(
+        update={"statement_timeout_ms": settings.worker.statement_timeout_ms}
+    )
+    return settings.model_copy(update={"database": database})
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     # A caller (a test) may hand in ready resources; otherwise open our own.
     if "resources" in ctx:
         return
     stack = AsyncExitStack()
-    ctx["resources"] = await stack.enter_async_context(Resources.open(ctx["settings"]))
+    resources = Resources.open(job_settings(ctx["settings"]))
+    ctx["resources"] = await stack.enter_async_context(resources)
     ctx["exit_stack"] = stack
 
 

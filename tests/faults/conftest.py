@@ -12,6 +12,8 @@ touched, whatever happens to these.
   `crash()` is what `pg_ctl stop -m immediate` does (SIGQUIT to the postmaster: every
   backend dies at once, no checkpoint, crash recovery on the next start); `start()`
   brings it back on the same port.
+  `freeze()` stops every process of the server (SIGSTOP) without closing anything,
+  `thaw()` lets them go on.
 - Redis persists every write before answering it (`appendonly yes`, `appendfsync
   always`, no RDB snapshots), as the Redis that holds a job queue should: `crash()` is
   SIGKILL, and `start()` on the same port and directory replays the append-only file.
@@ -221,7 +223,29 @@ class PrivatePostgres:
         _end(self.process, signal.SIGQUIT, grace=10)
 
     def stop(self) -> None:
+        self.thaw()  # a stopped server would never see the signal
         _end(self.process, signal.SIGINT, grace=10)  # fast shutdown
+
+    def freeze(self) -> None:
+        """SIGSTOP to the postmaster and every backend: the server hangs without a word,
+        as it does on a frozen VM, a full disk stall or a network partition. Its open
+        connections stay open and get no answer; the kernel still accepts new ones into
+        the listen backlog, where they wait for a startup reply that does not come."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT to every process `freeze()` stopped: the server carries on."""
+        for pid in self._pids():
+            os.kill(pid, signal.SIGCONT)
+
+    def _pids(self) -> list[int]:
+        """The postmaster and its children (backends and auxiliary processes)."""
+        if self.process is None or self.process.poll() is not None:
+            return []
+        postmaster = self.process.pid
+        children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+        return [postmaster, *map(int, children)]
 
 
 class PrivateRedis:

@@ -18,6 +18,11 @@ Every request must be answered within its client timeout, and none with a 500:
 - within 5 s of the restart every probe answers 2xx again, and keeps doing so;
 - a create that failed during the outage left its `Idempotency-Key` free: the retry
   creates the item (201, not a replay, not 409).
+
+The second test freezes PostgreSQL instead (SIGSTOP to every process of it, as a frozen
+VM or a network partition would): nothing is refused or closed, nothing answers. The
+same limits hold, which only the service's own client-side timeouts can give (README.md,
+"Outages"); within 5 s of the thaw every probe answers 2xx again.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ import asyncio
 import time
 from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any
 
 import httpx
 
 from app.core.config import Settings
-from tests.factories import create_account, create_item
+from tests.factories import Account, create_account, create_item
 from tests.faults.conftest import (
     Load,
     PrivatePostgres,
     PrivateRedis,
+    Probe,
     idempotency_key,
     logs_on_failure,
     private_env,
@@ -45,6 +52,7 @@ from tests.live import start_server
 
 API = "/api/v1"
 OUTAGE_SECONDS = 4.0
+FROZEN_SECONDS = 6.0
 READY_WITHIN = 2.0
 DATABASE_ROUTES_WITHIN = 3.0
 RECOVERY_WITHIN = 5.0
@@ -62,6 +70,72 @@ ALLOWED = {
     "restart": {200, 503},
 }
 DATABASE_ROUTES = ("list", "create", "restart")
+
+
+def _probes(account: Account, item: dict[str, Any]) -> dict[str, Probe]:
+    """The light load: liveness, readiness, a page of items, a create with an
+    `Idempotency-Key`, a read of a cached item."""
+
+    def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        headers = account.headers | idempotency_key()
+        return http.post(f"{API}/items", json=NEW_ITEM, headers=headers)
+
+    return {
+        "live": lambda http: http.get("/health/live"),
+        "ready": lambda http: http.get("/health/ready"),
+        "list": lambda http: http.get(f"{API}/items", headers=account.headers),
+        "create": create,
+        "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
+    }
+
+
+def _assert_outage_answers(
+    load: Load, *, began: float, ended: float
+) -> tuple[float, dict[str, float]]:
+    """What must hold of every answer around an outage from `began` to `ended`: only
+    allowed statuses, none too slow, readiness 503 within 2 s and database routes a 503
+    problem within 3 s, and from then on. Returns those two delays."""
+    every = load.of()
+    assert every, "the load sent nothing"
+    for sample in every:
+        assert sample.status in ALLOWED[sample.probe], f"unexpected answer: {sample}"
+    for sample in load.of("ready"):
+        assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
+    for sample in load.of(*DATABASE_ROUTES):
+        assert sample.seconds < DATABASE_ROUTES_WITHIN, f"too slow: {sample}"
+    for sample in load.of("live", "read"):
+        assert sample.seconds < 1, f"too slow: {sample}"
+
+    # Readiness: 503 within 2 s, and from then on until the outage ended.
+    outage_ready = load.of("ready", sent_after=began, sent_before=ended)
+    ready_after = seconds_to_first_503(outage_ready, began)
+    assert ready_after <= READY_WITHIN
+    # (A request sent during the outage may be answered after it, successfully.)
+    late = [s for s in outage_ready if began + READY_WITHIN < s.ended < ended]
+    assert late
+    assert all(s.status == 503 for s in late), [str(s) for s in late]
+
+    # The database routes: a 503 problem within 3 s, and from then on.
+    routes_after = {}
+    for name in ("list", "create"):
+        outage = load.of(name, sent_after=began, sent_before=ended)
+        routes_after[name] = seconds_to_first_503(outage, began)
+        assert routes_after[name] <= DATABASE_ROUTES_WITHIN, name
+        late = [s for s in outage if began + DATABASE_ROUTES_WITHIN < s.ended < ended]
+        assert late
+        assert all(s.is_problem_503 for s in late), [str(s) for s in late]
+    unavailable = [s for s in load.of(*DATABASE_ROUTES) if s.status == 503]
+    assert all(s.is_problem_503 for s in unavailable)
+    return ready_after, routes_after
+
+
+def _recovered(load: Load, *, since: float) -> float:
+    """The moment after which every request sent got a 2xx, each probe at least one."""
+    after = load.of(sent_after=since)
+    recovered = max((s.ended for s in after if not s.ok), default=since)
+    for name in load.probes:
+        assert any(s.ok for s in load.of(name, sent_after=recovered)), name
+    return recovered
 
 
 async def _promote_after(postgres: PrivatePostgres, seconds: float) -> None:
@@ -83,20 +157,7 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
             read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
             assert read.status_code == 200
 
-            def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-                headers = account.headers | idempotency_key()
-                return http.post(f"{API}/items", json=NEW_ITEM, headers=headers)
-
-            def page(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-                return http.get(f"{API}/items", headers=account.headers)
-
-            probes = {
-                "live": lambda http: http.get("/health/live"),
-                "ready": lambda http: http.get("/health/ready"),
-                "list": page,
-                "create": create,
-                "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
-            }
+            probes = _probes(account, item)
             async with Load(server.url, probes) as load:
                 await asyncio.sleep(1.0)
                 crashed = time.monotonic()
@@ -105,7 +166,7 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
                 restarted = time.monotonic()
                 postgres.start(held_in_recovery=True)
                 promotion = asyncio.create_task(_promote_after(postgres, RECOVERING_SECONDS))
-                await load.follow("restart", page, within=RECOVERY_WITHIN + 2)
+                await load.follow("restart", probes["list"], within=RECOVERY_WITHIN + 2)
                 await promotion
                 await load.wait_until_healthy(since=restarted, within=RECOVERY_WITHIN + 2)
 
@@ -122,36 +183,7 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
         server.stop(grace=5)
 
     with logs_on_failure(server_log, postgres.log):
-        every = load.of()
-        assert every, "the load sent nothing"
-        for sample in every:
-            assert sample.status in ALLOWED[sample.probe], f"unexpected answer: {sample}"
-        for sample in load.of("ready"):
-            assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
-        for sample in load.of(*DATABASE_ROUTES):
-            assert sample.seconds < DATABASE_ROUTES_WITHIN, f"too slow: {sample}"
-        for sample in load.of("live", "read"):
-            assert sample.seconds < 1, f"too slow: {sample}"
-
-        # Readiness: 503 within 2 s of the crash, and from then on until the restart.
-        outage_ready = load.of("ready", sent_after=crashed, sent_before=restarted)
-        ready_after = seconds_to_first_503(outage_ready, crashed)
-        assert ready_after <= READY_WITHIN
-        late = [s for s in outage_ready if s.ended > crashed + READY_WITHIN]
-        assert late
-        assert all(s.status == 503 for s in late), [str(s) for s in late]
-
-        # The database routes: a 503 problem within 3 s, and from then on.
-        routes_after = {}
-        for name in ("list", "create"):
-            outage = load.of(name, sent_after=crashed, sent_before=restarted)
-            routes_after[name] = seconds_to_first_503(outage, crashed)
-            assert routes_after[name] <= DATABASE_ROUTES_WITHIN, name
-            late = [s for s in outage if s.ended > crashed + DATABASE_ROUTES_WITHIN]
-            assert late
-            assert all(s.is_problem_503 for s in late), [str(s) for s in late]
-        unavailable = [s for s in load.of(*DATABASE_ROUTES) if s.status == 503]
-        assert all(s.is_problem_503 for s in unavailable)
+        ready_after, routes_after = _assert_outage_answers(load, began=crashed, ended=restarted)
 
         # While PostgreSQL recovered, the database routes answered 503 problems.
         restart = load.of("restart")
@@ -159,12 +191,8 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
         assert len(restart) > 10
         assert all(s.is_problem_503 for s in restart[:-1]), [str(s) for s in restart]
 
-        # Recovery: every request sent after this moment got a 2xx.
-        after_restart = load.of(sent_after=restarted)
-        recovered = max((s.ended for s in after_restart if not s.ok), default=restarted)
+        recovered = _recovered(load, since=restarted)
         assert recovered - restarted <= RECOVERY_WITHIN
-        for name in probes:
-            assert any(s.ok for s in load.of(name, sent_after=recovered)), name
         assert retry.status_code == 201, retry.text
         assert "Idempotent-Replayed" not in retry.headers
 
@@ -177,5 +205,48 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
         slowest_answer={name: max(s.seconds for s in load.of(name)) for name in ALLOWED},
         during_outage=load.counts(sent_after=crashed, sent_before=restarted),
         after_restart=load.counts(sent_after=restarted),
-        total=len(every),
+        total=len(load.of()),
+    )
+
+
+async def test_a_frozen_postgres_is_a_quick_503_not_a_hang(
+    settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
+) -> None:
+    env = private_env(settings, postgres, redis_server, tmp_path)
+    server_log = tmp_path / "server.log"
+    server = await start_server(env, log_to=server_log)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            account = await create_account(client)
+            item = await create_item(client, account)
+            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
+            assert read.status_code == 200
+
+            async with Load(server.url, _probes(account, item)) as load:
+                await asyncio.sleep(1.0)
+                frozen = time.monotonic()
+                postgres.freeze()
+                try:
+                    await asyncio.sleep(FROZEN_SECONDS)
+                finally:
+                    postgres.thaw()
+                thawed = time.monotonic()
+                await load.wait_until_healthy(since=thawed, within=RECOVERY_WITHIN + 2)
+    finally:
+        server.stop(grace=5)
+
+    with logs_on_failure(server_log, postgres.log):
+        ready_after, routes_after = _assert_outage_answers(load, began=frozen, ended=thawed)
+        recovered = _recovered(load, since=thawed)
+        assert recovered - thawed <= RECOVERY_WITHIN
+
+    report(
+        "PostgreSQL frozen",
+        ready_503_after=ready_after,
+        first_503_after=routes_after,
+        recovered_after_thaw=recovered - thawed,
+        slowest_answer={name: max(s.seconds for s in load.of(name)) for name in load.probes},
+        while_frozen=load.counts(sent_after=frozen, sent_before=thawed),
+        after_thaw=load.counts(sent_after=thawed),
+        total=len(load.of()),
     )

@@ -40,12 +40,20 @@ class DatabaseSettings(_Group):
     pool_size: PositiveInt = 10
     max_overflow: Annotated[int, Field(ge=0)] = 5
     # Seconds a request waits for a pooled connection before it answers 503.
-    pool_timeout: Annotated[float, Field(gt=0)] = 5.0
+    pool_timeout: Annotated[float, Field(gt=0)] = 2.0
     pool_recycle: PositiveInt = 1800
-    pool_pre_ping: bool = True
-    connect_timeout: Annotated[float, Field(gt=0)] = 5.0
-    # Server-side cap on any single statement, in milliseconds (0 disables it).
-    statement_timeout_ms: Annotated[int, Field(ge=0)] = 15_000
+    pool_pre_ping: bool = False
+    # Seconds to open a new connection (TCP, TLS, authentication).
+    connect_timeout: Annotated[float, Field(gt=0)] = 2.0
+    # Cap on any single statement of a request, in milliseconds (0: none). The server
+    # cancels a statement that runs longer (a 503); the service itself waits for any
+    # answer (a statement, a ping) half a second longer, then gives up on the
+    # connection: a server that hangs costs a request that much, not forever. The
+    # worker's jobs have their own cap (WORKER_STATEMENT_TIMEOUT_MS).
+    statement_timeout_ms: Annotated[int, Field(ge=0)] = 2_000
+    # After a connection failed or timed out, seconds during which requests that need
+    # the database are answered 503 at once rather than each waiting (app.core.breaker).
+    breaker_cooldown_seconds: Annotated[float, Field(gt=0)] = 0.5
     echo: bool = False
 
     @field_validator("url")
@@ -130,6 +138,9 @@ class WorkerProcessSettings(_Group):
     # On SIGTERM, how long running jobs may take to finish before they are cancelled
     # (and retried by another worker).
     shutdown_grace_seconds: PositiveInt = 30
+    # Cap on any single statement of a job, in milliseconds (0: none): jobs (imports,
+    # exports, clean-ups) may run statements a request never should.
+    statement_timeout_ms: Annotated[int, Field(ge=0)] = 60_000
 
 
 class RealtimeSettings(_Group):

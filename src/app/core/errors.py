@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from app.core.breaker import is_unreachable
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
 
@@ -322,11 +323,8 @@ def install_error_handlers(app: FastAPI) -> None:
 # SQLSTATEs that mean the client sent something the database refuses, not a bug.
 _INVALID_TEXT = {"22021", "22P05"}  # e.g. a NUL character in a string
 _CONFLICTS = {"23505", "23503"}  # unique violation, foreign key violation
-# SQLSTATEs that mean the server cannot serve anyone for now: shutting down (57P01,
-# 57P02), starting up or recovering from a crash (57P03: "the database system is
-# starting up", answered to every new connection while it restarts), out of connection
-# slots (53300); and the whole class 08, connection exceptions.
-_UNAVAILABLE = {"57P01", "57P02", "57P03", "53300"}
+# The server cancelled a statement that ran past DATABASE_STATEMENT_TIMEOUT_MS.
+_STATEMENT_TIMEOUT = "57014"
 
 
 async def _database_error(request: Request, exc: Exception) -> Response:
@@ -351,11 +349,15 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         )
     # A dropped connection, or a server that refuses new ones while it shuts down or
     # starts up, means the database is unavailable; anything else is a bug.
-    if (
-        exc.connection_invalidated
-        or isinstance(exc.orig, ConnectionError | OSError)
-        or sqlstate in _UNAVAILABLE
-        or (isinstance(sqlstate, str) and sqlstate.startswith("08"))
-    ):
+    if is_unreachable(exc):
         return await _dependency_down(request, exc)
+    if sqlstate == _STATEMENT_TIMEOUT:
+        logger.warning("statement timeout on %s %s", request.method, request.url.path)
+        return problem(
+            request,
+            status=503,
+            detail="The request took too long; retry shortly.",
+            code="service-unavailable",
+            headers={"Retry-After": "5"},
+        )
     return await _unhandled(request, exc)

@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from app.core.breaker import Breaker, GuardedPool, guard
 from app.core.cache import ACCOUNT_CACHE_SLOT, VersionedCache, cache_info
 from app.core.config import Settings
 from app.core.db import session_scope
@@ -88,24 +89,39 @@ class Resources:
         return session_scope(self.sessionmaker, info=self.session_info())
 
 
+# How much longer than the statement timeout the service waits for PostgreSQL to answer:
+# a slow statement is cancelled by the server (its connection stays usable); only a
+# server that does not answer at all runs into the client's own limit.
+COMMAND_TIMEOUT_MARGIN_SECONDS = 0.5
+
+
 def build_engine(settings: Settings) -> AsyncEngine:
     db = settings.database
     server_settings = {"application_name": settings.project_name[:63]}
+    command_timeout = None
     if db.statement_timeout_ms:
         server_settings["statement_timeout"] = str(db.statement_timeout_ms)
-    return create_async_engine(
+        command_timeout = db.statement_timeout_ms / 1000 + COMMAND_TIMEOUT_MARGIN_SECONDS
+    engine = create_async_engine(
         db.url,
         echo=db.echo,
         # Bound values (emails, hashes) stay out of error messages and logs, unless
         # SQL echo was asked for while debugging.
         hide_parameters=not db.echo,
+        poolclass=GuardedPool,
         pool_size=db.pool_size,
         max_overflow=db.max_overflow,
         pool_timeout=db.pool_timeout,
         pool_recycle=db.pool_recycle,
         pool_pre_ping=db.pool_pre_ping,
-        connect_args={"timeout": db.connect_timeout, "server_settings": server_settings},
+        connect_args={
+            "timeout": db.connect_timeout,
+            "command_timeout": command_timeout,
+            "server_settings": server_settings,
+        },
     )
+    guard(engine.sync_engine, Breaker(db.breaker_cooldown_seconds))
+    return engine
 
 
 def build_redis(settings: Settings, *, socket_timeout: float | None = None) -> Redis:

@@ -66,11 +66,28 @@ async def ready(resources: ResourcesDep, response: Response) -> Readiness:
     return Readiness(status="ok" if healthy else "error", checks=checks)
 
 
+# Probes that outlived their check, still finishing (their connection's cleanup).
+_LINGERING: set[asyncio.Task[None]] = set()
+
+
 async def _timed(probe: Coroutine[Any, Any, None]) -> Check:
+    """Run `probe` for up to CHECK_TIMEOUT_SECONDS. One that takes longer is reported
+    and left to finish on its own: cancelling it would make this answer wait for the
+    connection's cleanup, which against a server that hangs takes as long again."""
     started = time.perf_counter()
-    try:
-        async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-            await probe
-    except Exception as exc:
+    task = asyncio.ensure_future(probe)
+    done, _ = await asyncio.wait({task}, timeout=CHECK_TIMEOUT_SECONDS)
+    if not done:
+        _LINGERING.add(task)
+        task.add_done_callback(_forget)
+        return Check(status="error", error="TimeoutError")
+    exc = task.exception()
+    if exc is not None:
         return Check(status="error", error=type(exc).__name__)
     return Check(status="ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
+
+
+def _forget(task: asyncio.Task[None]) -> None:
+    _LINGERING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: it was reported as a timeout already
