@@ -40,7 +40,7 @@ class DatabaseSettings(_Group):
     pool_size: PositiveInt = 10
     max_overflow: Annotated[int, Field(ge=0)] = 5
     # Seconds a request waits for a pooled connection before it answers 503.
-    pool_timeout: Annotated[float, Field(gt=0)] = 2.0
+    pool_timeout: Annotated[float, Field(gt=0)] = 5.0
     pool_recycle: PositiveInt = 1800
     pool_pre_ping: bool = False
     # Seconds to open a new connection (TCP, TLS, authentication).
