@@ -93,3 +93,50 @@ async def test_an_older_version_never_replaces_a_newer_one(resources: Resources)
     await cache.forget("cache:item:x")
     await cache.store("cache:item:x", 3, "owner|{}")  # a fill after the deletion
     assert await cache.get("cache:item:x") is None
+
+
+async def test_a_page_is_built_from_the_cached_bodies_at_their_stored_version(
+    client: httpx.AsyncClient, db: AsyncSession, resources: Resources
+) -> None:
+    account = await create_account(client)
+    items = [await create_item(client, account, title=f"Lamp {n}") for n in range(3)]
+    await resources.redis.flushdb()  # nothing cached: every body comes from PostgreSQL
+    first = await client.get(ITEMS, headers=account.headers)
+    assert first.status_code == 200
+    assert first.json() == {"items": items[::-1], "next_cursor": None}
+    # The page filled the cache with exactly what GET /items/{id} answers.
+    for item in items:
+        assert (await client.get(f"{ITEMS}/{item['id']}", headers=account.headers)).json() == item
+
+    # A cached body at the stored version is used as it is; one at an older version is
+    # not: here the stored row moved on behind the cache's back.
+    await db.execute(
+        update(Item)
+        .where(Item.id == items[0]["id"])
+        .values(title="Sneaky", version=Item.version + 1)
+    )
+    await db.commit()
+    page = (await client.get(ITEMS, headers=account.headers)).json()["items"]
+    assert [entry["title"] for entry in page] == ["Lamp 2", "Lamp 1", "Sneaky"]
+    assert page[2]["version"] == items[0]["version"] + 1
+    # ...and the newer body replaced the older one in the cache.
+    read = await client.get(f"{ITEMS}/{items[0]['id']}", headers=account.headers)
+    assert read.json() == page[2]
+
+
+async def test_a_page_from_the_cache_keeps_its_cursor_and_owner(client: httpx.AsyncClient) -> None:
+    owner, other = await create_account(client), await create_account(client)
+    items = [await create_item(client, owner, title=f"Lamp {n}") for n in range(3)]
+    await create_item(client, other, title="Not yours")
+    for item in items:
+        await client.get(f"{ITEMS}/{item['id']}", headers=owner.headers)  # all cached
+
+    first = (await client.get(ITEMS, params={"limit": 2}, headers=owner.headers)).json()
+    assert first["items"] == items[:0:-1]
+    rest = await client.get(
+        ITEMS, params={"limit": 2, "cursor": first["next_cursor"]}, headers=owner.headers
+    )
+    assert rest.json() == {"items": [items[0]], "next_cursor": None}
+    assert (await client.get(ITEMS, headers=other.headers)).json()["items"][0]["title"] == (
+        "Not yours"
+    )

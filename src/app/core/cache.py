@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
@@ -86,6 +87,18 @@ class VersionedCache:
             logger.warning("cache read failed, using the database: %s", exc)
             return None
         return parse_entry(raw)
+
+    async def get_many(self, keys: Sequence[str]) -> list[Entry | None]:
+        """`get` for many keys in one round trip (all misses on a Redis error)."""
+        if not self.enabled or not keys:
+            return [None] * len(keys)
+        try:
+            raws: list[str | None] = await self._redis.mget(keys)
+        except (RedisError, OSError) as exc:
+            REDIS_ERRORS.labels("cache").inc()
+            logger.warning("cache read failed, using the database: %s", exc)
+            return [None] * len(keys)
+        return [parse_entry(raw) for raw in raws]
 
     async def store(self, key: str, version: int, value: str) -> None:
         """Keep `value` as `version` unless the entry is already as new (best effort)."""

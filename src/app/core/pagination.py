@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import base64
 import re
-from collections.abc import Sequence
-from typing import Annotated, Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Generic, TypeVar, TypeVarTuple
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Select
+from sqlalchemy import Row, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 T = TypeVar("T")
 ModelT = TypeVar("ModelT")
+Ts = TypeVarTuple("Ts")
 
 
 def encode_cursor(position: UUID) -> str:
@@ -83,6 +84,21 @@ class Paged(Generic[ModelT]):
         self.next_cursor = next_cursor
 
 
+def _windowed(
+    statement: Select[*Ts], key: InstrumentedAttribute[UUID], page: PageParams
+) -> Select[*Ts]:
+    if page.after is not None:
+        statement = statement.where(key < page.after)
+    return statement.order_by(key.desc()).limit(page.limit + 1)
+
+
+def _cut(rows: Sequence[Any], page: PageParams, position: Callable[[Any], UUID]) -> Paged[Any]:
+    if len(rows) <= page.limit:
+        return Paged(rows, None)
+    rows = rows[: page.limit]
+    return Paged(rows, encode_cursor(position(rows[-1])))
+
+
 async def paginate(
     session: AsyncSession,
     statement: Select[ModelT],
@@ -90,11 +106,17 @@ async def paginate(
     key: InstrumentedAttribute[UUID],
     page: PageParams,
 ) -> Paged[ModelT]:
-    if page.after is not None:
-        statement = statement.where(key < page.after)
-    rows = (await session.scalars(statement.order_by(key.desc()).limit(page.limit + 1))).all()
-    if len(rows) <= page.limit:
-        return Paged(rows, None)
-    rows = rows[: page.limit]
-    last: Any = rows[-1]
-    return Paged(rows, encode_cursor(getattr(last, key.key)))
+    rows = (await session.scalars(_windowed(statement, key, page))).all()
+    return _cut(rows, page, lambda row: getattr(row, key.key))
+
+
+async def paginate_rows(
+    session: AsyncSession,
+    statement: Select[*Ts],
+    *,
+    key: InstrumentedAttribute[UUID],
+    page: PageParams,
+) -> Paged[Row[*Ts]]:
+    """`paginate` for a statement of columns, the first of which is `key`."""
+    rows = (await session.execute(_windowed(statement, key, page))).all()
+    return _cut(rows, page, lambda row: row[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
+from typing import TypeVarTuple
 from uuid import UUID
 
 from sqlalchemy import Row, Select, func, literal, select
@@ -13,10 +14,12 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.core.errors import AppError, Conflict, PreconditionFailed
-from app.core.pagination import Paged, PageParams, paginate
+from app.core.pagination import Paged, PageParams, paginate, paginate_rows
 from app.items.schemas import ItemFilters
 from app.models import Item, Tag, item_tags
 from app.models.item import SEARCH_CONFIG
+
+Ts = TypeVarTuple("Ts")
 
 # What an item's body shows besides its own columns.
 _BODY = (selectinload(Item.tags), selectinload(Item.attachments))
@@ -74,7 +77,7 @@ async def tags_named(session: AsyncSession, names: Sequence[str]) -> list[Tag]:
     return list(await session.scalars(select(Tag).where(Tag.name.in_(names)).order_by(Tag.name)))
 
 
-def _filtered(statement: Select[Item], filters: ItemFilters) -> Select[Item]:
+def _filtered(statement: Select[*Ts], filters: ItemFilters) -> Select[*Ts]:
     if filters.q is not None:
         query = func.websearch_to_tsquery(SEARCH_CONFIG, filters.q)
         statement = statement.where(Item.search.bool_op("@@")(query))
@@ -103,6 +106,22 @@ async def page(
     if owner_id is not None:
         statement = statement.where(Item.owner_id == owner_id)
     return await paginate(session, _filtered(statement, filters), key=Item.id, page=page)
+
+
+async def page_versions(
+    session: AsyncSession, *, owner_id: UUID | None, filters: ItemFilters, page: PageParams
+) -> Paged[Row[UUID, int]]:
+    """`page`'s items as (id, version) only: what a reader needs to take their bodies
+    from the cache."""
+    statement = select(Item.id, Item.version)
+    if owner_id is not None:
+        statement = statement.where(Item.owner_id == owner_id)
+    return await paginate_rows(session, _filtered(statement, filters), key=Item.id, page=page)
+
+
+async def with_bodies(session: AsyncSession, item_ids: Sequence[UUID]) -> Sequence[Item]:
+    """These items, with what their bodies show (tags, attachments)."""
+    return (await session.scalars(select(Item).where(Item.id.in_(item_ids)).options(*_BODY))).all()
 
 
 EXPORT_COLUMNS = (

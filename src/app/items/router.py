@@ -22,7 +22,7 @@ from app.core.http import (
     set_validators,
 )
 from app.core.idempotency import IdempotentRoute
-from app.core.pagination import Page, Paged, PageParams
+from app.core.pagination import Page, PageParams
 from app.files.schemas import AttachmentCreate
 from app.items import service as item_service
 from app.items.events import cache_key
@@ -142,12 +142,17 @@ async def stream_items(
 @router.get("", response_model=Page[ItemRead])
 async def list_items(
     user: ItemsReader,
-    session: SessionDep,
+    maker: SessionmakerDep,
+    resources: ResourcesDep,
     page: Annotated[PageParams, Query()],
     filters: Annotated[ItemFilters, Query()],
-) -> Paged[Item]:
+) -> Response:
     """The caller's items (every item for admins), newest first, filtered."""
-    return await item_service.list_page(session, user, filters=filters, page=page)
+    # Page[ItemRead]'s JSON already, assembled from the items' cached bodies.
+    body = await item_service.list_page_json(
+        maker, user, filters=filters, page=page, cache=resources.cache
+    )
+    return Response(body, media_type="application/json")
 
 
 async def prefetch_cached_item(item_id: UUID, connection: HTTPConnection) -> None:
