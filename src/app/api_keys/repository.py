@@ -30,8 +30,13 @@ async def of_user(session: AsyncSession, user_id: UUID) -> Sequence[ApiKey]:
     return (await session.scalars(statement)).all()
 
 
-async def by_prefix(session: AsyncSession, prefix: str) -> ApiKey | None:
-    return await session.scalar(select(ApiKey).where(ApiKey.prefix == prefix))
+async def with_owner(session: AsyncSession, prefix: str) -> tuple[ApiKey, User] | None:
+    """The key with this prefix and its owner, in one round trip."""
+    statement = (
+        select(ApiKey, User).join(User, User.id == ApiKey.user_id).where(ApiKey.prefix == prefix)
+    )
+    row = (await session.execute(statement)).first()
+    return None if row is None else (row[0], row[1])
 
 
 async def get(session: AsyncSession, key_id: UUID) -> ApiKey | None:

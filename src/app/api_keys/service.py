@@ -23,7 +23,6 @@ from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from app.core.resources import Resources
 from app.core.security import sha256_hex
 from app.models import ApiKey, Role, User
-from app.users import repository as user_repository
 
 logger = logging.getLogger(__name__)
 
@@ -78,14 +77,14 @@ async def authenticate(session: AsyncSession, presented: str) -> Principal:
     prefix, _, secret = rest.partition("_")
     if marker != KEY_PREFIX or not prefix or not secret:
         raise Unauthorized(_INVALID)
-    api_key = await repository.by_prefix(session, prefix)
-    if api_key is None or not hmac.compare_digest(api_key.secret_hash, sha256_hex(secret)):
+    found = await repository.with_owner(session, prefix)
+    if found is None or not hmac.compare_digest(found[0].secret_hash, sha256_hex(secret)):
         raise Unauthorized(_INVALID)
+    api_key, user = found
     now = utcnow()
     if api_key.expires_at is not None and api_key.expires_at <= now:
         raise Unauthorized("This API key has expired")
-    user = await user_repository.get(session, api_key.user_id)
-    if user is None or not user.is_active:
+    if not user.is_active:
         raise Unauthorized(_INVALID)
     return Principal(
         account=Account.of(user),
