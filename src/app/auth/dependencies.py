@@ -158,9 +158,13 @@ async def _user_of(principal: Principal, session: AsyncSession) -> User:
 
 
 async def get_current_user(
-    principal: Annotated[Principal, Depends(get_principal)], session: SessionDep
+    principal: Annotated[Principal, Depends(get_principal)], maker: SessionmakerDep
 ) -> User:
-    return await _user_of(principal, session)
+    """The caller's row, read in a short session: the connection goes back to the pool
+    before the response is rendered (the routes that change the account use
+    `TokenUser`, in the request's session)."""
+    async with session_scope(maker) as session:
+        return await _user_of(principal, session)
 
 
 async def get_actor(principal: Annotated[Principal, Depends(get_principal)]) -> Actor:

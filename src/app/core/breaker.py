@@ -9,7 +9,7 @@ connection gets `DatabaseUnavailable` (a 503) at once. Then one request at a tim
 through to try; the first answer from the server (a new connection, a statement that
 completes) closes the circuit again, a failure reopens it.
 
-`GuardedPool` puts the breaker in front of every pool checkout; `guard()` adds the
+`app.core.pool` puts the breaker in front of every pool checkout and wires it to the
 engine events that see connections being made and statements completing or failing."""
 
 from __future__ import annotations
@@ -17,12 +17,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 
 logger = logging.getLogger(__name__)
 
@@ -93,73 +89,3 @@ class Breaker:
             logger.warning("database does not answer: failing fast for %.1f s", self.cooldown)
         self._open_until = self._clock() + self.cooldown
         self._trial_until = 0.0
-
-
-class GuardedPool(AsyncAdaptedQueuePool):
-    """The engine's pool, with the breaker (`breaker`, set by `guard()`) in front of
-    every checkout."""
-
-    breaker: Breaker | None = None
-
-    def connect(self) -> PoolProxiedConnection:
-        breaker = self.breaker
-        if breaker is None:
-            return super().connect()
-        breaker.before()
-        try:
-            return super().connect()
-        except Exception as exc:
-            if is_unreachable(exc):
-                breaker.failed()
-            raise
-
-    def recreate(self) -> GuardedPool:
-        pool = super().recreate()
-        assert isinstance(pool, GuardedPool)
-        pool.breaker = self.breaker
-        return pool
-
-
-def guard(engine: Engine, breaker: Breaker) -> None:
-    """Put `breaker` in front of `engine` (built with `poolclass=GuardedPool`)."""
-    pool = engine.pool
-    assert isinstance(pool, GuardedPool), "build the engine with poolclass=GuardedPool"
-    pool.breaker = breaker
-
-    @event.listens_for(engine, "do_connect")
-    def _before_connecting(*_: Any) -> None:
-        # A request that waited in the pool's queue while the circuit opened does not
-        # go on to connect to a server that was just found hung.
-        breaker.raise_if_open()
-
-    # The server answered: a new connection was opened, or a statement completed. (A
-    # checkout alone proves nothing: it may hand out a pooled connection untested.)
-    @event.listens_for(engine, "connect")
-    def _connected(*_: Any) -> None:
-        breaker.succeeded()
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def _executed(*_: Any) -> None:
-        breaker.succeeded()
-
-    @event.listens_for(engine, "handle_error")
-    def _after_a_failed_statement(context: ExceptionContext) -> None:
-        if not is_unreachable(context.original_exception):
-            return
-        breaker.failed()
-        # A connection whose command timed out is in an unknown state: it is dropped,
-        # not reused, and so are the pool's older ones (they reconnect when next used).
-        context.is_disconnect = True
-        if isinstance(context.original_exception, TimeoutError):
-            # At once: SQLAlchemy would first try a graceful close, which waits 2 s
-            # more for a server that is not answering.
-            _terminate(context.connection)
-
-
-def _terminate(connection: Connection | None) -> None:
-    if connection is None or connection.invalidated:
-        return
-    driver = connection.connection.driver_connection
-    terminate = getattr(driver, "terminate", None)
-    if callable(terminate):
-        terminate()

@@ -21,12 +21,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from app.core.breaker import Breaker, GuardedPool, guard
+from app.core.breaker import Breaker
 from app.core.cache import ACCOUNT_CACHE_SLOT, VersionedCache, cache_info
 from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.events import EventPublisher, events_info
 from app.core.jobs import job_info
+from app.core.pool import GuardedPool, guard
 from app.core.ratelimit import RateLimiter
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.storage import LocalStorage, Storage
