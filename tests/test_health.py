@@ -14,6 +14,22 @@ async def test_live_answers_200(client: httpx.AsyncClient) -> None:
     assert response.json() == {"status": "ok"}
 
 
+async def test_the_edge_answers_liveness_exactly_as_the_route_does(
+    client: httpx.AsyncClient,
+) -> None:
+    at_the_edge = await client.get("/health/live")
+    # A request with an Origin goes through the middleware and the router.
+    routed = await client.get("/health/live", headers={"Origin": "https://app.example.com"})
+    assert at_the_edge.status_code == routed.status_code == 200
+    assert at_the_edge.content == routed.content == b'{"status":"ok"}'
+    edge_headers = {k: v for k, v in at_the_edge.headers.items() if k != "x-request-id"}
+    routed_headers = {k: v for k, v in routed.headers.items() if k != "x-request-id"}
+    assert edge_headers == routed_headers
+    assert len(at_the_edge.headers["x-request-id"]) == 32
+    # Other methods still reach the router.
+    assert (await client.post("/health/live")).status_code == 405
+
+
 async def test_ready_names_each_check(client: httpx.AsyncClient) -> None:
     response = await client.get("/health/ready")
     assert response.status_code == 200

@@ -59,6 +59,7 @@ async def test_metrics_cover_requests_pool_redis_realtime_and_jobs(
     async with app_client(_with_metrics(settings)) as http:
         await http.get("/api/v1/items")  # 401
         await http.get("/api/v1/nowhere")  # 404, no route
+        await http.get("/health/live")  # answered by the edge layer, before the router
         response = await http.get("/metrics", auth=CREDENTIALS)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
@@ -67,6 +68,7 @@ async def test_metrics_cover_requests_pool_redis_realtime_and_jobs(
     labels = {"method": "GET", "route": "/api/v1/items", "status": "401"}
     assert sample(text, "http_requests_total", **labels) >= 1
     assert sample(text, "http_requests_total", route="<unmatched>", status="404") >= 1
+    assert sample(text, "http_requests_total", route="/health/live", status="200") >= 1
     assert (
         sample(text, "http_request_duration_seconds_count", method="GET", route="/api/v1/items")
         >= 1

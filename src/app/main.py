@@ -35,6 +35,7 @@ from app.core.schemas import drop_null
 from app.files.router import UPLOAD_LIMIT_HEADERS
 from app.files.router import router as files_router
 from app.health.metrics import router as metrics_router
+from app.health.router import LIVE_BODY, LIVE_PATH
 from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.jobs.router import router as jobs_router
@@ -157,7 +158,11 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
 
     def build_behind_the_edge() -> ASGIApp:
         return EdgeMiddleware(
-            build_stack(), docs_paths=DOCS_PATHS, hsts_seconds=settings.hsts_seconds
+            build_stack(),
+            docs_paths=DOCS_PATHS,
+            hsts_seconds=settings.hsts_seconds,
+            live_path=LIVE_PATH,
+            live_body=LIVE_BODY,
         )
 
     app.build_middleware_stack = build_behind_the_edge  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.core.context import REQUEST_ID_SCOPE_KEY, RESPONSE_HEADERS_SCOPE_KEY, request_id_var
 from app.core.errors import problem
 from app.core.http import is_operational
-from app.core.observability import request_finished, request_started
+from app.core.observability import ANSWERED_ROUTE_KEY, request_finished, request_started
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _REQUEST_ID_KEY = REQUEST_ID_HEADER.lower().encode("latin-1")
@@ -129,11 +129,28 @@ class EdgeMiddleware:
       (`add_response_headers`, such as the rate limit's), which errors and responses
       built by a route would otherwise lose. A header the response already has is left
       as it is.
+    - **Liveness.** `GET live_path` is answered here with `live_body`, the bytes its
+      route answers, and the same headers: it only says that the process serves
+      requests, which this layer shows as well as the router, and orchestrators call it
+      often. (A request with an `Origin` goes through, for CORS to see it.)
     """
 
-    def __init__(self, app: ASGIApp, *, docs_paths: frozenset[str], hsts_seconds: int = 0) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        docs_paths: frozenset[str],
+        hsts_seconds: int = 0,
+        live_path: str | None = None,
+        live_body: bytes = b"",
+    ) -> None:
         self.app = app
         self.docs_paths = docs_paths
+        self.live_path = live_path
+        self.live_headers = _raw(
+            [("content-length", str(len(live_body))), ("content-type", "application/json")]
+        )
+        self.live_body = live_body
         fixed = [
             ("X-Content-Type-Options", "nosniff"),
             ("Referrer-Policy", "no-referrer"),
@@ -196,9 +213,21 @@ class EdgeMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_edge)
+            if method == "GET" and scope["path"] == self.live_path and not _has_origin(scope):
+                scope[ANSWERED_ROUTE_KEY] = self.live_path
+                status = 200
+                await send_edge(
+                    {"type": "http.response.start", "status": 200, "headers": self.live_headers}
+                )
+                await send({"type": "http.response.body", "body": self.live_body})
+            else:
+                await self.app(scope, receive, send_edge)
         finally:
             request_finished(scope, method, status, time.perf_counter() - started)
+
+
+def _has_origin(scope: Scope) -> bool:
+    return any(name == b"origin" for name, _ in scope["headers"])
 
 
 def _request_id(scope: Scope) -> str:

@@ -20,6 +20,8 @@ from starlette.types import Scope
 
 USER_ID_SCOPE_KEY = "app.user_id"
 UNMATCHED_ROUTE = "<unmatched>"
+# Set by a layer that answers a request before the router (the edge's liveness answer).
+ANSWERED_ROUTE_KEY = "app.answered_route"
 
 logger = logging.getLogger("app.access")
 
@@ -46,6 +48,9 @@ def route_template(scope: Scope) -> str:
     full template is in FastAPI's effective route context (what its own OpenTelemetry
     uses for `http.route`). tests/core/test_middleware.py pins this down.
     """
+    answered: str | None = scope.get(ANSWERED_ROUTE_KEY)
+    if answered is not None:
+        return answered
     fastapi_scope = scope.get("fastapi")
     context = fastapi_scope.get("effective_route_context") if fastapi_scope else None
     path = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)

@@ -31,14 +31,17 @@ class Readiness(BaseModel):
     checks: dict[str, Check]
 
 
-_LIVE = Response(Live().model_dump_json(), media_type="application/json").body
+# The body never changes: rendered once, not validated and serialised per probe. The
+# edge layer answers GET /health/live with it itself (app.core.middleware.EdgeMiddleware);
+# the route documents it and answers what the edge passes on (a request with an Origin).
+LIVE_BODY = Live().model_dump_json().encode()
+LIVE_PATH = "/health/live"
 
 
 @router.get("/live", response_model=Live)
 async def live() -> Response:
     """200 as long as the process serves requests; touches nothing else."""
-    # The body never changes: rendered once, not validated and serialised per probe.
-    return Response(_LIVE, media_type="application/json")
+    return Response(LIVE_BODY, media_type="application/json")
 
 
 @router.get(
