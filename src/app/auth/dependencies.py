@@ -68,6 +68,24 @@ async def _key_principal(
         raise
 
 
+async def _principal(
+    connection: HTTPConnection,
+    token: str | None,
+    api_key: str | None,
+    maker: async_sessionmaker[AsyncSession],
+    resources: Resources,
+) -> Principal:
+    """The caller, from an API key or else a bearer token."""
+    if api_key:
+        return await _key_principal(connection, api_key, maker, resources)
+    if token:
+        kit = AuthKit.from_resources(resources)
+        return await auth_service.authenticate(
+            maker, access_token=token, kit=kit, prefetch=connection.scope.get(PREFETCH_SCOPE_KEY)
+        )
+    raise Unauthorized("Send a bearer token or an X-API-Key")
+
+
 async def _authenticate(
     security_scopes: SecurityScopes,
     connection: HTTPConnection,
@@ -80,15 +98,7 @@ async def _authenticate(
     route (and the dependencies in between) declared. Any database read happens in a
     short session of its own, so no connection is held for the rest of the request
     (nor taken at all when Redis has the account: see app.auth.accounts)."""
-    if api_key:
-        principal = await _key_principal(connection, api_key, maker, resources)
-    elif token:
-        kit = AuthKit.from_resources(resources)
-        principal = await auth_service.authenticate(
-            maker, access_token=token, kit=kit, prefetch=connection.scope.get(PREFETCH_SCOPE_KEY)
-        )
-    else:
-        raise Unauthorized("Send a bearer token or an X-API-Key")
+    principal = await _principal(connection, token, api_key, maker, resources)
     missing = sorted(set(security_scopes.scopes) - principal.scopes)
     if missing:
         raise Forbidden(
@@ -141,11 +151,7 @@ async def authenticate_briefly(
     api_key: str | None = None,
 ) -> Principal:
     """The same, outside FastAPI's security (the WebSocket authenticates by hand)."""
-    if api_key:
-        return await _key_principal(connection, api_key, maker, resources)
-    return await auth_service.authenticate(
-        maker, access_token=token, kit=AuthKit.from_resources(resources)
-    )
+    return await _principal(connection, token, api_key, maker, resources)
 
 
 async def _user_of(principal: Principal, session: AsyncSession) -> User:
