@@ -28,8 +28,10 @@ same limits hold, which only the service's own client-side timeouts can give (RE
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,30 @@ ALLOWED = {
     "restart": {200, 503},
 }
 DATABASE_ROUTES = ("list", "create", "restart")
+
+
+@dataclass(frozen=True)
+class Serving:
+    url: str
+    client: httpx.AsyncClient
+    account: Account
+    item: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def _serving(env: dict[str, str], server_log: Path) -> AsyncIterator[Serving]:
+    """A live API process on the private servers, an account and one item (read once,
+    so it is cached); stopped at the end."""
+    server = await start_server(env, log_to=server_log)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            account = await create_account(client)
+            item = await create_item(client, account)
+            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
+            assert read.status_code == 200
+            yield Serving(server.url, client, account, item)
+    finally:
+        server.stop(grace=5)
 
 
 def _probes(account: Account, item: dict[str, Any]) -> dict[str, Probe]:
@@ -147,40 +173,30 @@ async def _promote_after(postgres: PrivatePostgres, seconds: float) -> None:
 async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
     settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
 ) -> None:
-    env = private_env(settings, postgres, redis_server, tmp_path)
     server_log = tmp_path / "server.log"
-    server = await start_server(env, log_to=server_log)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            account = await create_account(client)
-            item = await create_item(client, account)
-            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
-            assert read.status_code == 200
+    async with _serving(private_env(settings, postgres, redis_server, tmp_path), server_log) as api:
+        probes = _probes(api.account, api.item)
+        async with Load(api.url, probes) as load:
+            await asyncio.sleep(1.0)
+            crashed = time.monotonic()
+            await asyncio.to_thread(postgres.crash)
+            await asyncio.sleep(OUTAGE_SECONDS)
+            restarted = time.monotonic()
+            postgres.start(held_in_recovery=True)
+            promotion = asyncio.create_task(_promote_after(postgres, RECOVERING_SECONDS))
+            await load.follow("restart", probes["list"], within=RECOVERY_WITHIN + 2)
+            await promotion
+            await load.wait_until_healthy(since=restarted, within=RECOVERY_WITHIN + 2)
 
-            probes = _probes(account, item)
-            async with Load(server.url, probes) as load:
-                await asyncio.sleep(1.0)
-                crashed = time.monotonic()
-                await asyncio.to_thread(postgres.crash)
-                await asyncio.sleep(OUTAGE_SECONDS)
-                restarted = time.monotonic()
-                postgres.start(held_in_recovery=True)
-                promotion = asyncio.create_task(_promote_after(postgres, RECOVERING_SECONDS))
-                await load.follow("restart", probes["list"], within=RECOVERY_WITHIN + 2)
-                await promotion
-                await load.wait_until_healthy(since=restarted, within=RECOVERY_WITHIN + 2)
-
-            # After the outage, a retry of a create that failed with its key creates it.
-            failed = [s for s in load.of("create", sent_after=crashed) if s.status == 503]
-            assert failed
-            assert failed[0].idempotency_key is not None
-            retry = await client.post(
-                f"{API}/items",
-                json=NEW_ITEM,
-                headers=account.headers | {"Idempotency-Key": failed[0].idempotency_key},
-            )
-    finally:
-        server.stop(grace=5)
+        # After the outage, a retry of a create that failed with its key creates it.
+        failed = [s for s in load.of("create", sent_after=crashed) if s.status == 503]
+        assert failed
+        assert failed[0].idempotency_key is not None
+        retry = await api.client.post(
+            f"{API}/items",
+            json=NEW_ITEM,
+            headers=api.account.headers | {"Idempotency-Key": failed[0].idempotency_key},
+        )
 
     with logs_on_failure(server_log, postgres.log):
         ready_after, routes_after = _assert_outage_answers(load, began=crashed, ended=restarted)
@@ -212,28 +228,21 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
 async def test_a_frozen_postgres_is_a_quick_503_not_a_hang(
     settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
 ) -> None:
-    env = private_env(settings, postgres, redis_server, tmp_path)
     server_log = tmp_path / "server.log"
-    server = await start_server(env, log_to=server_log)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            account = await create_account(client)
-            item = await create_item(client, account)
-            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
-            assert read.status_code == 200
-
-            async with Load(server.url, _probes(account, item)) as load:
-                await asyncio.sleep(1.0)
-                frozen = time.monotonic()
-                postgres.freeze()
-                try:
-                    await asyncio.sleep(FROZEN_SECONDS)
-                finally:
-                    postgres.thaw()
-                thawed = time.monotonic()
-                await load.wait_until_healthy(since=thawed, within=RECOVERY_WITHIN + 2)
-    finally:
-        server.stop(grace=5)
+    env = private_env(settings, postgres, redis_server, tmp_path)
+    async with (
+        _serving(env, server_log) as api,
+        Load(api.url, _probes(api.account, api.item)) as load,
+    ):
+        await asyncio.sleep(1.0)
+        frozen = time.monotonic()
+        postgres.freeze()
+        try:
+            await asyncio.sleep(FROZEN_SECONDS)
+        finally:
+            postgres.thaw()
+        thawed = time.monotonic()
+        await load.wait_until_healthy(since=thawed, within=RECOVERY_WITHIN + 2)
 
     with logs_on_failure(server_log, postgres.log):
         ready_after, routes_after = _assert_outage_answers(load, began=frozen, ended=thawed)

@@ -272,10 +272,14 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
     logger.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         REDIS_ERRORS.labels("request").inc()
+    return _unavailable(request, "A service this request needs is unavailable; retry shortly.")
+
+
+def _unavailable(request: Request, detail: str) -> Response:
     return problem(
         request,
         status=503,
-        detail="A service this request needs is unavailable; retry shortly.",
+        detail=detail,
         code="service-unavailable",
         headers={"Retry-After": "5"},
     )
@@ -353,11 +357,5 @@ async def _database_error(request: Request, exc: Exception) -> Response:
         return await _dependency_down(request, exc)
     if sqlstate == _STATEMENT_TIMEOUT:
         logger.warning("statement timeout on %s %s", request.method, request.url.path)
-        return problem(
-            request,
-            status=503,
-            detail="The request took too long; retry shortly.",
-            code="service-unavailable",
-            headers={"Retry-After": "5"},
-        )
+        return _unavailable(request, "The request took too long; retry shortly.")
     return await _unhandled(request, exc)
