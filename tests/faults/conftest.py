@@ -51,7 +51,8 @@ from app.core.config import Settings
 from app.core.database_admin import ensure_database
 from bench.common import die_with_parent, free_port, stop
 from tests.conftest import migrate
-from tests.live import live_env
+from tests.factories import Account, create_account, create_item
+from tests.live import live_env, start_server
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 REDIS_SERVER = shutil.which("redis-server")
@@ -616,3 +617,110 @@ def seconds_to_first_503(samples: list[Sample], since: float) -> float:
     answered = [sample.ended for sample in samples if sample.status == 503]
     assert answered, f"no 503 among {[str(sample) for sample in samples]}"
     return min(answered) - since
+
+
+# What every fault test drives and checks: a live API with an account and an item, the
+# light load on it, and what must hold of the answers around an outage.
+
+API = "/api/v1"
+NEW_ITEM = {"title": "Lamp", "price": "3.00"}
+READY_WITHIN = 2.0  # readiness answers 503 within this, and every answer takes less
+ROUTES_WITHIN = 3.0  # the routes that need the server: a 503 problem within this
+
+
+@dataclass(frozen=True)
+class Serving:
+    url: str
+    client: httpx.AsyncClient
+    account: Account
+    item: dict[str, Any]
+
+
+@contextlib.asynccontextmanager
+async def serving(env: dict[str, str], server_log: Path) -> AsyncIterator[Serving]:
+    """A live API process on the private servers, an account and one item (read once,
+    so it is cached); stopped at the end."""
+    server = await start_server(env, log_to=server_log)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            account = await create_account(client)
+            item = await create_item(client, account)
+            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
+            assert read.status_code == 200
+            yield Serving(server.url, client, account, item)
+    finally:
+        server.stop(grace=5)
+
+
+def light_load(account: Account, item: dict[str, Any]) -> dict[str, Probe]:
+    """Liveness, readiness, a page of items, a create with an `Idempotency-Key`, a read
+    of a cached item."""
+
+    def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
+        headers = account.headers | idempotency_key()
+        return http.post(f"{API}/items", json=NEW_ITEM, headers=headers)
+
+    return {
+        "live": lambda http: http.get("/health/live"),
+        "ready": lambda http: http.get("/health/ready"),
+        "list": lambda http: http.get(f"{API}/items", headers=account.headers),
+        "create": create,
+        "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
+    }
+
+
+def assert_outage_answers(
+    load: Load,
+    *,
+    began: float,
+    ended: float,
+    allowed: Mapping[str, set[int]],
+    routes: tuple[str, ...],
+    quick: tuple[str, ...],
+    timed: tuple[str, ...] = (),
+) -> tuple[float, dict[str, float]]:
+    """What must hold of every answer around an outage from `began` to `ended`: only
+    `allowed` statuses; readiness always under READY_WITHIN, the `routes` (and `timed`
+    probes) under ROUTES_WITHIN, the `quick` ones under 1 s; readiness 503 within
+    READY_WITHIN and each of `routes` a 503 problem within ROUTES_WITHIN, and from then
+    on until the outage ended. Returns those delays."""
+    every = load.of()
+    assert every, "the load sent nothing"
+    for sample in every:
+        assert sample.status in allowed[sample.probe], f"unexpected answer: {sample}"
+    for sample in load.of("ready"):
+        assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
+    for sample in load.of(*routes, *timed):
+        assert sample.seconds < ROUTES_WITHIN, f"too slow: {sample}"
+    for sample in load.of(*quick):
+        assert sample.seconds < 1, f"too slow: {sample}"
+
+    # Readiness: 503 within 2 s, and from then on until the outage ended.
+    outage_ready = load.of("ready", sent_after=began, sent_before=ended)
+    ready_after = seconds_to_first_503(outage_ready, began)
+    assert ready_after <= READY_WITHIN
+    # (A request sent during the outage may be answered after it, successfully.)
+    late = [s for s in outage_ready if began + READY_WITHIN < s.ended < ended]
+    assert late
+    assert all(s.status == 503 for s in late), [str(s) for s in late]
+
+    # The routes: a 503 problem within 3 s, and from then on.
+    routes_after = {}
+    for name in routes:
+        outage = load.of(name, sent_after=began, sent_before=ended)
+        routes_after[name] = seconds_to_first_503(outage, began)
+        assert routes_after[name] <= ROUTES_WITHIN, name
+        late = [s for s in outage if began + ROUTES_WITHIN < s.ended < ended]
+        assert late
+        assert all(s.is_problem_503 for s in late), [str(s) for s in late]
+    assert all(s.is_problem_503 for s in load.of(*routes, *timed) if s.status == 503)
+    return ready_after, routes_after
+
+
+def recovered_since(load: Load, since: float) -> float:
+    """The moment after which every request sent got a 2xx, each probe at least one."""
+    after = load.of(sent_after=since)
+    recovered = max((s.ended for s in after if not s.ok), default=since)
+    for name in load.probes:
+        assert any(s.ok for s in load.of(name, sent_after=recovered)), name
+    return recovered

@@ -28,40 +28,31 @@ same limits hold, which only the service's own client-side timeouts can give (RE
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
 
 from app.core.config import Settings
-from tests.factories import Account, create_account, create_item
 from tests.faults.conftest import (
+    API,
+    NEW_ITEM,
     Load,
     PrivatePostgres,
     PrivateRedis,
-    Probe,
-    idempotency_key,
+    assert_outage_answers,
+    light_load,
     logs_on_failure,
     private_env,
+    recovered_since,
     report,
-    seconds_to_first_503,
+    serving,
 )
-from tests.live import start_server
 
-API = "/api/v1"
 OUTAGE_SECONDS = 4.0
 FROZEN_SECONDS = 6.0
-READY_WITHIN = 2.0
-DATABASE_ROUTES_WITHIN = 3.0
 RECOVERY_WITHIN = 5.0
 # After the restart, PostgreSQL answers every connection with "not accepting
 # connections" (57P03) this long, as during a crash recovery with WAL to replay.
 RECOVERING_SECONDS = 1.0
-NEW_ITEM = {"title": "Lamp", "price": "3.00"}
 # What each probe may answer at any time; anything else (a 500, no answer) fails.
 ALLOWED = {
     "live": {200},
@@ -71,97 +62,20 @@ ALLOWED = {
     "read": {200},
     "restart": {200, 503},
 }
-DATABASE_ROUTES = ("list", "create", "restart")
 
 
-@dataclass(frozen=True)
-class Serving:
-    url: str
-    client: httpx.AsyncClient
-    account: Account
-    item: dict[str, Any]
-
-
-@contextlib.asynccontextmanager
-async def _serving(env: dict[str, str], server_log: Path) -> AsyncIterator[Serving]:
-    """A live API process on the private servers, an account and one item (read once,
-    so it is cached); stopped at the end."""
-    server = await start_server(env, log_to=server_log)
-    try:
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
-            account = await create_account(client)
-            item = await create_item(client, account)
-            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
-            assert read.status_code == 200
-            yield Serving(server.url, client, account, item)
-    finally:
-        server.stop(grace=5)
-
-
-def _probes(account: Account, item: dict[str, Any]) -> dict[str, Probe]:
-    """The light load: liveness, readiness, a page of items, a create with an
-    `Idempotency-Key`, a read of a cached item."""
-
-    def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-        headers = account.headers | idempotency_key()
-        return http.post(f"{API}/items", json=NEW_ITEM, headers=headers)
-
-    return {
-        "live": lambda http: http.get("/health/live"),
-        "ready": lambda http: http.get("/health/ready"),
-        "list": lambda http: http.get(f"{API}/items", headers=account.headers),
-        "create": create,
-        "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
-    }
-
-
-def _assert_outage_answers(
-    load: Load, *, began: float, ended: float
-) -> tuple[float, dict[str, float]]:
-    """What must hold of every answer around an outage from `began` to `ended`: only
-    allowed statuses, none too slow, readiness 503 within 2 s and database routes a 503
-    problem within 3 s, and from then on. Returns those two delays."""
-    every = load.of()
-    assert every, "the load sent nothing"
-    for sample in every:
-        assert sample.status in ALLOWED[sample.probe], f"unexpected answer: {sample}"
-    for sample in load.of("ready"):
-        assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
-    for sample in load.of(*DATABASE_ROUTES):
-        assert sample.seconds < DATABASE_ROUTES_WITHIN, f"too slow: {sample}"
-    for sample in load.of("live", "read"):
-        assert sample.seconds < 1, f"too slow: {sample}"
-
-    # Readiness: 503 within 2 s, and from then on until the outage ended.
-    outage_ready = load.of("ready", sent_after=began, sent_before=ended)
-    ready_after = seconds_to_first_503(outage_ready, began)
-    assert ready_after <= READY_WITHIN
-    # (A request sent during the outage may be answered after it, successfully.)
-    late = [s for s in outage_ready if began + READY_WITHIN < s.ended < ended]
-    assert late
-    assert all(s.status == 503 for s in late), [str(s) for s in late]
-
-    # The database routes: a 503 problem within 3 s, and from then on.
-    routes_after = {}
-    for name in ("list", "create"):
-        outage = load.of(name, sent_after=began, sent_before=ended)
-        routes_after[name] = seconds_to_first_503(outage, began)
-        assert routes_after[name] <= DATABASE_ROUTES_WITHIN, name
-        late = [s for s in outage if began + DATABASE_ROUTES_WITHIN < s.ended < ended]
-        assert late
-        assert all(s.is_problem_503 for s in late), [str(s) for s in late]
-    unavailable = [s for s in load.of(*DATABASE_ROUTES) if s.status == 503]
-    assert all(s.is_problem_503 for s in unavailable)
-    return ready_after, routes_after
-
-
-def _recovered(load: Load, *, since: float) -> float:
-    """The moment after which every request sent got a 2xx, each probe at least one."""
-    after = load.of(sent_after=since)
-    recovered = max((s.ended for s in after if not s.ok), default=since)
-    for name in load.probes:
-        assert any(s.ok for s in load.of(name, sent_after=recovered)), name
-    return recovered
+def _assert_answers(load: Load, *, began: float, ended: float) -> tuple[float, dict[str, float]]:
+    # The routes that need PostgreSQL (the close look after the restart is timed too);
+    # liveness and the cached read, which needs only Redis, must stay fast.
+    return assert_outage_answers(
+        load,
+        began=began,
+        ended=ended,
+        allowed=ALLOWED,
+        routes=("list", "create"),
+        timed=("restart",),
+        quick=("live", "read"),
+    )
 
 
 async def _promote_after(postgres: PrivatePostgres, seconds: float) -> None:
@@ -174,8 +88,8 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
     settings: Settings, postgres: PrivatePostgres, redis_server: PrivateRedis, tmp_path: Path
 ) -> None:
     server_log = tmp_path / "server.log"
-    async with _serving(private_env(settings, postgres, redis_server, tmp_path), server_log) as api:
-        probes = _probes(api.account, api.item)
+    async with serving(private_env(settings, postgres, redis_server, tmp_path), server_log) as api:
+        probes = light_load(api.account, api.item)
         async with Load(api.url, probes) as load:
             await asyncio.sleep(1.0)
             crashed = time.monotonic()
@@ -199,7 +113,7 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
         )
 
     with logs_on_failure(server_log, postgres.log):
-        ready_after, routes_after = _assert_outage_answers(load, began=crashed, ended=restarted)
+        ready_after, routes_after = _assert_answers(load, began=crashed, ended=restarted)
 
         # While PostgreSQL recovered, the database routes answered 503 problems.
         restart = load.of("restart")
@@ -207,7 +121,7 @@ async def test_a_postgres_crash_is_a_quick_503_and_a_quick_recovery(
         assert len(restart) > 10
         assert all(s.is_problem_503 for s in restart[:-1]), [str(s) for s in restart]
 
-        recovered = _recovered(load, since=restarted)
+        recovered = recovered_since(load, since=restarted)
         assert recovered - restarted <= RECOVERY_WITHIN
         assert retry.status_code == 201, retry.text
         assert "Idempotent-Replayed" not in retry.headers
@@ -231,8 +145,8 @@ async def test_a_frozen_postgres_is_a_quick_503_not_a_hang(
     server_log = tmp_path / "server.log"
     env = private_env(settings, postgres, redis_server, tmp_path)
     async with (
-        _serving(env, server_log) as api,
-        Load(api.url, _probes(api.account, api.item)) as load,
+        serving(env, server_log) as api,
+        Load(api.url, light_load(api.account, api.item)) as load,
     ):
         await asyncio.sleep(1.0)
         frozen = time.monotonic()
@@ -245,8 +159,8 @@ async def test_a_frozen_postgres_is_a_quick_503_not_a_hang(
         await load.wait_until_healthy(since=thawed, within=RECOVERY_WITHIN + 2)
 
     with logs_on_failure(server_log, postgres.log):
-        ready_after, routes_after = _assert_outage_answers(load, began=frozen, ended=thawed)
-        recovered = _recovered(load, since=thawed)
+        ready_after, routes_after = _assert_answers(load, began=frozen, ended=thawed)
+        recovered = recovered_since(load, since=thawed)
         assert recovered - thawed <= RECOVERY_WITHIN
 
     report(

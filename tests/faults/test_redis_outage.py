@@ -49,23 +49,22 @@ from app.items.service import EXPORT_JOB
 from app.models import Job, JobStatus
 from app.worker import create_worker
 from bench.common import settings_from, spawn, stop
-from tests.factories import Account, create_account, create_item
+from tests.factories import Account
 from tests.faults.conftest import (
+    API,
     Load,
     PrivatePostgres,
     PrivateRedis,
-    idempotency_key,
+    assert_outage_answers,
+    light_load,
     logs_on_failure,
     private_env,
+    recovered_since,
     report,
-    seconds_to_first_503,
+    serving,
 )
-from tests.live import start_server
 
-API = "/api/v1"
 OUTAGE_SECONDS = 4.0
-READY_WITHIN = 2.0
-ROUTES_WITHIN = 3.0
 RECOVERY_WITHIN = 5.0
 QUEUED_JOBS = 2
 ALLOWED = {
@@ -119,41 +118,24 @@ async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
 ) -> None:
     env = private_env(settings, postgres, redis_server, tmp_path)
     server_log, worker_log = tmp_path / "server.log", tmp_path / "worker.log"
-    server = await start_server(env, log_to=server_log)
     worker = spawn(["worker"], env, log_to=worker_log)
     logs = (server_log, worker_log, redis_server.log)
     try:
         async with (
+            serving(env, server_log) as api,
             Resources.open(settings_from(env)) as resources,
-            httpx.AsyncClient(base_url=server.url, timeout=10) as client,
         ):
-            account = await create_account(client)
-            item = await create_item(client, account)
-            read = await client.get(f"{API}/items/{item['id']}", headers=account.headers)
-            assert read.status_code == 200
+            client, account = api.client, api.account
             # The worker is up and runs jobs.
             with logs_on_failure(*logs):
                 await _finished(resources, await _request_export(client, account), within=30)
-
-            def create(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
-                headers = account.headers | idempotency_key()
-                return http.post(
-                    f"{API}/items", json={"title": "Lamp", "price": "3"}, headers=headers
-                )
 
             def login(http: httpx.AsyncClient) -> Awaitable[httpx.Response]:
                 form = {"username": account.email, "password": account.password}
                 return http.post(f"{API}/auth/token", data=form)
 
-            probes = {
-                "live": lambda http: http.get("/health/live"),
-                "ready": lambda http: http.get("/health/ready"),
-                "list": lambda http: http.get(f"{API}/items", headers=account.headers),
-                "read": lambda http: http.get(f"{API}/items/{item['id']}", headers=account.headers),
-                "create": create,
-                "login": login,
-            }
-            async with Load(server.url, probes) as load:
+            probes = light_load(account, api.item) | {"login": login}
+            async with Load(api.url, probes) as load:
                 await asyncio.sleep(1.0)
                 queued = [
                     await _queue_export_due_in(resources, account.id, 1.0)
@@ -183,7 +165,6 @@ async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
                 after = await _request_export(client, account)
                 await _finished(resources, after, within=10)
     finally:
-        server.stop(grace=5)
         worker_code = stop(worker, grace=15)
 
     with logs_on_failure(*logs):
@@ -191,41 +172,15 @@ async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
         worker_lines = worker_log.read_text()
         assert worker_lines.count("Redis unreachable") == 1
         assert worker_lines.count("Redis is reachable again") == 1
-        every = load.of()
-        for sample in every:
-            assert sample.status in ALLOWED[sample.probe], f"unexpected answer: {sample}"
-        for sample in load.of("ready"):
-            assert sample.seconds < READY_WITHIN, f"readiness too slow: {sample}"
-        for sample in load.of(*ROUTES):
-            assert sample.seconds < ROUTES_WITHIN, f"too slow: {sample}"
-        for sample in load.of("live"):
-            assert sample.seconds < 1, f"too slow: {sample}"
-
-        outage_ready = load.of("ready", sent_after=crashed, sent_before=restarted)
-        ready_after = seconds_to_first_503(outage_ready, crashed)
-        assert ready_after <= READY_WITHIN
-        late = [s for s in outage_ready if s.ended > crashed + READY_WITHIN]
-        assert late
-        assert all(s.status == 503 for s in late), [str(s) for s in late]
-
-        routes_after = {}
-        for name in ROUTES:
-            outage = load.of(name, sent_after=crashed, sent_before=restarted)
-            routes_after[name] = seconds_to_first_503(outage, crashed)
-            assert routes_after[name] <= ROUTES_WITHIN, name
-            late = [s for s in outage if s.ended > crashed + ROUTES_WITHIN]
-            assert late
-            assert all(s.is_problem_503 for s in late), [str(s) for s in late]
-        assert all(s.is_problem_503 for s in load.of(*ROUTES) if s.status == 503)
+        ready_after, routes_after = assert_outage_answers(
+            load, began=crashed, ended=restarted, allowed=ALLOWED, routes=ROUTES, quick=("live",)
+        )
         for response in (events, anonymous):
             assert response.status_code == 503, response.text
             assert response.headers["content-type"].startswith("application/problem+json")
 
-        after_restart = load.of(sent_after=restarted)
-        recovered = max((s.ended for s in after_restart if not s.ok), default=restarted)
+        recovered = recovered_since(load, since=restarted)
         assert recovered - restarted <= RECOVERY_WITHIN
-        for name in probes:
-            assert any(s.ok for s in load.of(name, sent_after=recovered)), name
 
         # The queued jobs waited for Redis (nobody could take them before), then ran once.
         for job, info in zip(jobs, tries, strict=True):
@@ -245,7 +200,7 @@ async def test_a_redis_crash_fails_closed_and_the_worker_carries_on(
         slowest_answer={name: max(s.seconds for s in load.of(name)) for name in probes},
         during_outage=load.counts(sent_after=crashed, sent_before=restarted),
         after_restart=load.counts(sent_after=restarted),
-        total=len(every),
+        total=len(load.of()),
     )
 
 
