@@ -6,9 +6,11 @@ import httpx
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.core.config import Settings
 from app.core.resources import Resources
 from app.items.events import cache_key
 from app.models import Item
+from tests.conftest import app_client
 from tests.factories import create_account, create_admin, create_item
 from tests.files.conftest import upload_one
 
@@ -140,3 +142,20 @@ async def test_a_page_from_the_cache_keeps_its_cursor_and_owner(client: httpx.As
     assert (await client.get(ITEMS, headers=other.headers)).json()["items"][0]["title"] == (
         "Not yours"
     )
+
+
+async def test_with_the_cache_off_a_page_is_the_same(
+    settings: Settings, committed: Resources
+) -> None:
+    async with app_client(settings.model_copy(update={"item_cache_seconds": 0})) as http:
+        account = await create_account(http)
+        items = [await create_item(http, account, title=f"Lamp {n}") for n in range(3)]
+        first = await http.get(ITEMS, params={"limit": 2}, headers=account.headers)
+        assert first.json()["items"] == items[:0:-1]
+        rest = await http.get(
+            ITEMS,
+            params={"limit": 2, "cursor": first.json()["next_cursor"]},
+            headers=account.headers,
+        )
+        assert rest.json() == {"items": [items[0]], "next_cursor": None}
+    assert not await committed.redis.exists(cache_key(items[0]["id"]))

@@ -18,20 +18,30 @@ def cache_key(item_id: UUID) -> str:
     return f"cache:item:{item_id}"
 
 
-def cache_value(owner_id: UUID, body: str) -> str:
-    return f"{owner_id}|{body}"
+def rendered(item: Item) -> str:
+    """The item's body, as GET /items/{id} answers it and its cache entry holds it."""
+    return ItemRead.model_validate(item).model_dump_json()
+
+
+def cache_entry(item: Item, body: str) -> tuple[str, int, str]:
+    """The item's cache entry: key, version, and value (`<owner id>|<body>`)."""
+    return cache_key(item.id), item.version, f"{item.owner_id}|{body}"
+
+
+def owner_and_body(value: str) -> tuple[str, str]:
+    """What `cache_entry` put in a value."""
+    owner_id, _, body = value.partition("|")
+    return owner_id, body
 
 
 def announce(session: AsyncSession, item: Item, event: EventType) -> None:
     """Tell the owner's realtime clients and refresh the cache, once committed."""
-    body = ItemRead.model_validate(item).model_dump_json()
+    body = rendered(item)
     publish_after_commit(session, item.owner_id, event, body)
     if event is EventType.item_deleted:
         forget_after_commit(session, cache_key(item.id))
     else:
-        store_after_commit(
-            session, cache_key(item.id), item.version, cache_value(item.owner_id, body)
-        )
+        store_after_commit(session, *cache_entry(item, body))
 
 
 def forget(session: AsyncSession, item_ids: list[UUID]) -> None:

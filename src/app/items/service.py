@@ -19,8 +19,8 @@ from app.core.http import Precondition, etag_of
 from app.core.pagination import Paged, PageParams
 from app.files import service as file_service
 from app.items import imports, repository
-from app.items.events import announce, cache_key, cache_value
-from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
+from app.items.events import announce, cache_entry, cache_key, owner_and_body, rendered
+from app.items.schemas import ItemCreate, ItemFilters, ItemReplace, ItemUpdate
 from app.jobs import service as job_service
 from app.models import Item, Job
 from app.realtime.schemas import EventType
@@ -64,14 +64,14 @@ async def read_body(
     else:
         entry = await cache.get(cache_key(item_id))
     if entry is not None:
-        owner_id, _, body = entry.value.partition("|")
+        owner_id, body = owner_and_body(entry.value)
         if owner_id != str(actor.id) and not actor.sees_everything:
             raise NotFound("Item not found")
         return ItemBody(entry.version, body)
     async with session_scope(maker) as session:
         item = await get(session, actor, item_id)
-        body = ItemRead.model_validate(item).model_dump_json()
-    await cache.store(cache_key(item.id), item.version, cache_value(item.owner_id, body))
+        body = rendered(item)
+    await cache.store(*cache_entry(item, body))
     return ItemBody(item.version, body)
 
 
@@ -110,6 +110,10 @@ async def list_page_json(
     caches: one query for the page's ids and versions, one MGET, and the items the cache
     does not hold at that version loaded (and cached) in one more query. Each query has
     a short session of its own: no connection is held while Redis answers."""
+    if not cache.enabled:  # nothing to take from Redis: one query, bodies and all
+        async with session_scope(maker) as session:
+            paged = await list_page(session, actor, filters=filters, page=page)
+            return _page_json([rendered(item) for item in paged.items], paged.next_cursor)
     owner_id = None if actor.sees_everything else actor.id
     async with session_scope(maker) as session:
         keys = await repository.page_versions(
@@ -120,19 +124,21 @@ async def list_page_json(
     bodies: dict[UUID, str] = {}
     for (item_id, version), entry in zip(keys.items, entries, strict=True):
         if entry is not None and entry.version == version:
-            bodies[item_id] = entry.value.partition("|")[2]
+            bodies[item_id] = owner_and_body(entry.value)[1]
     missing = [item_id for item_id in ids if item_id not in bodies]
     if missing:
         fills = []
         async with session_scope(maker) as session:
             for item in await repository.with_bodies(session, missing):
-                body = ItemRead.model_validate(item).model_dump_json()
-                bodies[item.id] = body
-                fills.append((cache_key(item.id), item.version, cache_value(item.owner_id, body)))
+                bodies[item.id] = rendered(item)
+                fills.append(cache_entry(item, bodies[item.id]))
         await cache.store_many(fills)
     # An item deleted between the two queries is left out; the cursor still holds.
-    items = ",".join(bodies[item_id] for item_id in ids if item_id in bodies)
-    return f'{{"items":[{items}],"next_cursor":{json.dumps(keys.next_cursor)}}}'
+    return _page_json([bodies[item_id] for item_id in ids if item_id in bodies], keys.next_cursor)
+
+
+def _page_json(bodies: list[str], next_cursor: str | None) -> str:
+    return f'{{"items":[{",".join(bodies)}],"next_cursor":{json.dumps(next_cursor)}}}'
 
 
 async def request_export(session: AsyncSession, owner: Actor) -> Job:
