@@ -31,7 +31,7 @@ from app.core.middleware import (
     HealthExemptTrustedHostMiddleware,
 )
 from app.core.resources import Resources
-from app.core.schemas import drop_null
+from app.core.schemas import drop_null, openapi_operations
 from app.files.router import UPLOAD_LIMIT_HEADERS
 from app.files.router import router as files_router
 from app.health.metrics import router as metrics_router
@@ -79,11 +79,10 @@ def _operation_id(route: APIRoute) -> str:
 def _parameters_are_never_null(openapi: dict[str, Any]) -> None:
     """An optional query or header parameter is absent or a string, never JSON null;
     FastAPI documents `str | None = None` as "string or null"."""
-    for operations in openapi.get("paths", {}).values():
-        for operation in operations.values():
-            for parameter in operation.get("parameters", []):
-                if not parameter.get("required"):
-                    drop_null(parameter.get("schema", {}))
+    for operation in openapi_operations(openapi):
+        for parameter in operation.get("parameters", []):
+            if not parameter.get("required"):
+                drop_null(parameter.get("schema", {}))
 
 
 def _document_problems(app: FastAPI) -> None:

@@ -27,6 +27,7 @@ from starlette.routing import Match
 from app.core.breaker import is_unreachable
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
+from app.core.schemas import openapi_operations
 
 logger = logging.getLogger(__name__)
 
@@ -160,20 +161,19 @@ def _document_shared_problems(openapi: dict[str, Any]) -> None:
     """Statuses that come from shared machinery rather than from one path operation:
     a body that cannot be parsed at all (not JSON, not UTF-8, a broken multipart) is a
     400, and an `Idempotency-Key` already in flight or bound to another request a 409."""
-    for operations in openapi.get("paths", {}).values():
-        for operation in operations.values():
-            responses = operation.setdefault("responses", {})
-            statuses: list[int] = []
-            if "requestBody" in operation:
-                statuses.append(400)
-            if any(
-                parameter.get("in") == "header"
-                and str(parameter.get("name")).lower() == "idempotency-key"
-                for parameter in operation.get("parameters", [])
-            ):
-                statuses.append(409)
-            for status, entry in problem_responses(*statuses).items():
-                responses.setdefault(str(status), entry)
+    for operation in openapi_operations(openapi):
+        responses = operation.setdefault("responses", {})
+        statuses: list[int] = []
+        if "requestBody" in operation:
+            statuses.append(400)
+        if any(
+            parameter.get("in") == "header"
+            and str(parameter.get("name")).lower() == "idempotency-key"
+            for parameter in operation.get("parameters", [])
+        ):
+            statuses.append(409)
+        for status, entry in problem_responses(*statuses).items():
+            responses.setdefault(str(status), entry)
 
 
 def problem(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 from pydantic import (
@@ -17,6 +18,12 @@ from pydantic_core import CoreSchema
 # PostgreSQL text cannot hold a NUL character: every string that is stored or sent to
 # a query says so in its schema, and is refused at validation, not by the database.
 NO_NUL = r"^[^\x00]*$"
+
+
+def openapi_operations(openapi: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every operation of an OpenAPI document, for the passes that amend them."""
+    for operations in openapi.get("paths", {}).values():
+        yield from operations.values()
 
 
 def drop_null(schema: dict[str, Any]) -> None:
