@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Response
 from pydantic import BaseModel, Field
 from starlette.requests import HTTPConnection
 
+from app.core.context import add_response_headers
 from app.core.errors import NotModified, PreconditionFailed
 
 API_PREFIX = "/api/v1"
@@ -121,15 +122,17 @@ REVALIDATE = "private, no-cache"
 
 class CacheControl:
     """A router- or route-level dependency that sets the answer's Cache-Control, so
-    each part of the API declares how it may be cached in one place."""
+    each part of the API declares how it may be cached in one place. It applies to a
+    Response a route builds itself too (added on the way out, by `EdgeMiddleware`);
+    an answer that says otherwise (an error's no-store, a 304) keeps its own."""
 
     def __init__(self, value: str) -> None:
-        self.value = value
+        self.headers = {"Cache-Control": value}
+        if "no-store" in value:
+            self.headers["Pragma"] = "no-cache"  # HTTP/1.0 caches
 
-    async def __call__(self, response: Response) -> None:
-        response.headers["Cache-Control"] = self.value
-        if "no-store" in self.value:
-            response.headers["Pragma"] = "no-cache"  # HTTP/1.0 caches
+    async def __call__(self, connection: HTTPConnection) -> None:
+        add_response_headers(connection.scope, self.headers)
 
 
 # Credentials and account data are never stored anywhere (RFC 6749 §5.1).

@@ -148,12 +148,11 @@ async def list_items(
     filters: Annotated[ItemFilters, Query()],
 ) -> Response:
     """The caller's items (every item for admins), newest first, filtered."""
-    # Page[ItemRead]'s JSON already, assembled from the items' cached bodies. (A
-    # returned Response skips the router's Cache-Control dependency: it is set here.)
+    # Page[ItemRead]'s JSON already, assembled from the items' cached bodies.
     body = await item_service.list_page_json(
         maker, user, filters=filters, page=page, cache=resources.cache
     )
-    return Response(body, media_type="application/json", headers={"Cache-Control": REVALIDATE})
+    return Response(body, media_type="application/json")
 
 
 async def prefetch_cached_item(item_id: UUID, connection: HTTPConnection) -> None:
