@@ -626,6 +626,8 @@ API = "/api/v1"
 NEW_ITEM = {"title": "Lamp", "price": "3.00"}
 READY_WITHIN = 2.0  # readiness answers 503 within this, and every answer takes less
 ROUTES_WITHIN = 3.0  # the routes that need the server: a 503 problem within this
+RECOVERY_WITHIN = 5.0  # every probe 2xx again within this of the restart
+OUTAGE_SECONDS = 4.0  # how long a crashed server stays down
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,8 @@ from app.core.config import Settings
 from tests.faults.conftest import (
     API,
     NEW_ITEM,
+    OUTAGE_SECONDS,
+    RECOVERY_WITHIN,
     Load,
     PrivatePostgres,
     PrivateRedis,
@@ -47,9 +49,7 @@ from tests.faults.conftest import (
     serving,
 )
 
-OUTAGE_SECONDS = 4.0
 FROZEN_SECONDS = 6.0
-RECOVERY_WITHIN = 5.0
 # After the restart, PostgreSQL answers every connection with "not accepting
 # connections" (57P03) this long, as during a crash recovery with WAL to replay.
 RECOVERING_SECONDS = 1.0

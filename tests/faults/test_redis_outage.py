@@ -52,6 +52,8 @@ from bench.common import settings_from, spawn, stop
 from tests.factories import Account
 from tests.faults.conftest import (
     API,
+    OUTAGE_SECONDS,
+    RECOVERY_WITHIN,
     Load,
     PrivatePostgres,
     PrivateRedis,
@@ -64,8 +66,6 @@ from tests.faults.conftest import (
     serving,
 )
 
-OUTAGE_SECONDS = 4.0
-RECOVERY_WITHIN = 5.0
 QUEUED_JOBS = 2
 ALLOWED = {
     "live": {200},
