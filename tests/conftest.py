@@ -80,6 +80,9 @@ def build_test_settings(**changes: object) -> Settings:
             argon2_memory_kib=1024,
         ),
         "mail": MailSettings(_env_file=None),
+        # Each app started would collect the whole suite's heap first (25 s of the
+        # suite's time); the session's `served` app runs with the default.
+        "gc_young_threshold": 0,
     }
     options |= changes
     return Settings(_env_file=None, **options)  # type: ignore[arg-type]
@@ -141,7 +144,8 @@ class ServedApp:
 
 @pytest_asyncio.fixture(scope="session")
 async def served(resources: Resources, settings: Settings) -> AsyncIterator[ServedApp]:
-    application = create_app(settings)
+    default = Settings.model_fields["gc_young_threshold"].default
+    application = create_app(settings.model_copy(update={"gc_young_threshold": default}))
     async with LifespanManager(application) as manager:
         yield ServedApp(app=application, asgi=manager.app)
 

@@ -18,6 +18,7 @@ from app.api_keys.router import router as api_keys_router
 from app.auth.credentials import revoked
 from app.auth.ratelimits import ApiBudget
 from app.auth.router import router as auth_router
+from app.core.collector import tuned_collector
 from app.core.config import Settings
 from app.core.errors import add_problem_schemas, install_error_handlers, problem_responses
 from app.core.http import API_PREFIX, is_operational
@@ -180,7 +181,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ).running() as hub,
             drain_on_shutdown_signal(hub.drain, within=settings.realtime.drain_timeout_seconds),
         ):
-            yield {"resources": resources, "hub": hub}
+            with tuned_collector(settings.gc_young_threshold):
+                yield {"resources": resources, "hub": hub}
 
     docs = settings.docs_on
     app = FastAPI(

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from app.auth.tasks import CRON_JOBS as AUTH_CRON_JOBS
 from app.auth.tasks import FUNCTIONS as AUTH_FUNCTIONS
+from app.core.collector import tuned_collector
 from app.core.config import Settings
 from app.core.resources import Resources, arq_redis_settings, build_redis
 from app.items.tasks import FUNCTIONS as ITEM_FUNCTIONS
@@ -114,6 +115,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     stack = AsyncExitStack()
     resources = Resources.open(job_settings(ctx["settings"]))
     ctx["resources"] = await stack.enter_async_context(resources)
+    stack.enter_context(tuned_collector(ctx["settings"].gc_young_threshold))
     ctx["exit_stack"] = stack
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import httpx
 from asgi_lifespan import LifespanManager
@@ -22,3 +23,23 @@ async def test_shutdown_is_prompt_after_requests_from_other_tasks(settings: Sett
             assert response.status_code == 200
         started = asyncio.get_running_loop().time()
     assert asyncio.get_running_loop().time() - started < 2
+
+
+async def test_the_collector_is_tuned_while_the_app_runs_and_restored_after(
+    settings: Settings,
+) -> None:
+    before = gc.get_threshold(), gc.get_freeze_count()
+    tuned = settings.model_copy(update={"gc_young_threshold": 12_345})
+    async with LifespanManager(create_app(tuned)):
+        # What startup left alive is out of the collector's way; young collections
+        # are rarer.
+        assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold() == (12_345, *before[0][1:])
+    assert gc.get_threshold() == before[0]
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_zero_threshold_leaves_the_collector_alone(settings: Settings) -> None:
+    before = gc.get_threshold(), gc.get_freeze_count()
+    async with LifespanManager(create_app(settings.model_copy(update={"gc_young_threshold": 0}))):
+        assert (gc.get_threshold(), gc.get_freeze_count()) == before

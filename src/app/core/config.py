@@ -265,6 +265,10 @@ class Settings(_Group):
     # Seconds GET /items/{id} may answer from Redis (kept right by every write; 0: off).
     item_cache_seconds: Annotated[int, Field(ge=0)] = 60
     max_body_bytes: PositiveInt = 1_048_576
+    # Net allocations between two young garbage collections once the service has
+    # started; what is alive after startup is frozen out of collection
+    # (app.core.collector). 0: the interpreter's own settings (700, nothing frozen).
+    gc_young_threshold: Annotated[int, Field(ge=0)] = 10_000
     # Files the service keeps (uploads, exports); shared by the API and the worker.
     storage_dir: Path = Path("var/storage")
     # Finished exports (file and status) are deleted after this many hours.
