@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from arq import ArqRedis
 from arq.connections import RedisSettings as ArqRedisSettings
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -27,7 +27,7 @@ from app.core.config import Settings
 from app.core.db import session_scope
 from app.core.events import EventPublisher, events_info
 from app.core.jobs import job_info
-from app.core.pool import GuardedPool, guard
+from app.core.pool import FairRedisPool, GuardedPool, guard
 from app.core.ratelimit import RateLimiter
 from app.core.security import PasswordHasher, TokenCodec
 from app.core.storage import LocalStorage, Storage
@@ -126,10 +126,11 @@ def build_engine(settings: Settings) -> AsyncEngine:
 
 
 def build_redis(settings: Settings, *, socket_timeout: float | None = None) -> Redis:
-    # Blocking: with every connection busy, a command waits (up to the socket timeout)
-    # for one to come back. redis-py's plain pool raises "Too many connections" at once,
-    # which under a burst of requests turned into 503s (found by make bench).
-    pool = BlockingConnectionPool.from_url(
+    # With every connection busy, a command waits (up to the socket timeout, first come,
+    # first served) for one to come back. redis-py's plain pool raises "Too many
+    # connections" at once, which under a burst of requests turned into 503s (found by
+    # make bench); its blocking one lets newcomers overtake (app.core.pool).
+    pool = FairRedisPool.from_url(
         settings.redis.url,
         timeout=settings.redis.socket_timeout,
         decode_responses=True,
@@ -143,7 +144,7 @@ def build_redis(settings: Settings, *, socket_timeout: float | None = None) -> R
 
 def build_arq(settings: Settings) -> ArqRedis:
     # ARQ pickles job arguments, so its client speaks bytes: a pool of its own.
-    pool = BlockingConnectionPool.from_url(
+    pool = FairRedisPool.from_url(
         settings.redis.url,
         timeout=settings.redis.socket_timeout,
         max_connections=settings.redis.max_connections,
