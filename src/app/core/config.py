@@ -102,6 +102,9 @@ class AuthSettings(_Group):
     argon2_parallelism: PositiveInt = 1
     # Hashes running at once per process; more requests wait their turn.
     argon2_max_threads: PositiveInt = 2
+    # How much higher the hashing threads' nice value is than the event loop's (Linux;
+    # 0: the same priority): a login storm then takes only the CPU that requests leave.
+    argon2_thread_nice: Annotated[int, Field(ge=0, le=19)] = 10
     # Failed logins allowed per (account, client address) and per client address
     # within the window before /auth/token answers 429.
     login_max_failures: PositiveInt = 5

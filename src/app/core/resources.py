@@ -60,13 +60,15 @@ class Resources:
             stack.push_async_callback(redis.aclose, close_connection_pool=True)
             arq = build_arq(settings)
             stack.push_async_callback(arq.aclose, close_connection_pool=True)
+            passwords = PasswordHasher.from_settings(settings.auth)
+            stack.callback(passwords.close)
             yield cls(
                 settings=settings,
                 engine=engine,
                 sessionmaker=async_sessionmaker(engine, expire_on_commit=False),
                 redis=redis,
                 arq=arq,
-                passwords=PasswordHasher.from_settings(settings.auth),
+                passwords=passwords,
                 tokens=TokenCodec(settings.auth),
                 storage=LocalStorage(settings.storage_dir),
                 events=EventPublisher(redis, settings.realtime),
