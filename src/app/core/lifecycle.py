@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from types import FrameType
 from typing import Any
 
+import uvicorn
+
 logger = logging.getLogger(__name__)
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -32,8 +34,9 @@ Handler = Callable[[int, FrameType | None], Any]
 
 
 def _is_uvicorn_handler(handler: object) -> bool:
+    # uvicorn's Server (or app.core.serving's) installs its bound handle_exit.
     owner = getattr(handler, "__self__", None)
-    return type(owner).__module__.startswith("uvicorn.")
+    return isinstance(owner, uvicorn.Server)
 
 
 @contextlib.asynccontextmanager
