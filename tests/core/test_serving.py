@@ -30,6 +30,16 @@ def _on_uvloop(scenario: Callable[[], Coroutine[Any, Any, None]]) -> None:
         runner.run(scenario())
 
 
+def _accepting(backlog: int) -> tuple[Acceptor, tuple[str, int], list[asyncio.BaseTransport]]:
+    """An acceptor on a fresh port (call it on the running loop), the port's address, and
+    the transports of the connections it has accepted so far."""
+    made: list[asyncio.BaseTransport] = []
+    protocol = type("Protocol", (Counted,), {"made": made})
+    listener = socket.create_server(("127.0.0.1", 0))
+    acceptor = Acceptor(asyncio.get_running_loop(), listener, protocol, backlog=backlog)
+    return acceptor, listener.getsockname(), made
+
+
 def _keep_busy(loop: asyncio.AbstractEventLoop, until: float) -> None:
     time.sleep(TURN_SECONDS)  # the point: a turn of the loop that takes long
     if time.monotonic() < until:
@@ -39,12 +49,9 @@ def _keep_busy(loop: asyncio.AbstractEventLoop, until: float) -> None:
 def test_a_burst_of_connections_is_accepted_in_one_turn_of_a_busy_loop() -> None:
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
-        made: list[asyncio.BaseTransport] = []
-        protocol = type("Protocol", (Counted,), {"made": made})
-        listener = socket.create_server(("127.0.0.1", 0))
-        acceptor = Acceptor(loop, listener, protocol, backlog=BURST)
+        acceptor, address, made = _accepting(BURST)
         # The kernel completes the handshakes; the connections wait to be accepted.
-        clients = [socket.create_connection(listener.getsockname()) for _ in range(BURST)]
+        clients = [socket.create_connection(address) for _ in range(BURST)]
         try:
             loop.call_soon(_keep_busy, loop, time.monotonic() + 1)
             # Five turns. uvloop's server would have accepted five connections by now.
@@ -62,12 +69,7 @@ def test_a_burst_of_connections_is_accepted_in_one_turn_of_a_busy_loop() -> None
 
 def test_a_closed_acceptor_refuses_new_connections() -> None:
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        made: list[asyncio.BaseTransport] = []
-        protocol = type("Protocol", (Counted,), {"made": made})
-        listener = socket.create_server(("127.0.0.1", 0))
-        address = listener.getsockname()
-        acceptor = Acceptor(loop, listener, protocol, backlog=8)
+        acceptor, address, made = _accepting(8)
         with socket.create_connection(address):
             await asyncio.sleep(0.05)
         assert len(made) == 1
