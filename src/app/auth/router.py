@@ -18,7 +18,7 @@ from app.auth.schemas import (
     TokenForm,
     TokenPair,
 )
-from app.core.dependencies import SessionDep
+from app.core.dependencies import SessionDep, SessionmakerDep
 from app.core.errors import Unauthorized, problem_responses
 from app.core.http import NO_STORE
 from app.models import User
@@ -34,15 +34,18 @@ router = APIRouter(prefix="/auth", tags=["auth"], dependencies=[NO_STORE])
     responses=problem_responses(409, 429),
     dependencies=[Depends(PerAddress("registrations", per_hour="registrations_per_hour"))],
 )
-async def register(body: RegisterRequest, session: SessionDep, kit: AuthKitDep) -> User:
+async def register(
+    body: RegisterRequest, session: SessionDep, maker: SessionmakerDep, kit: AuthKitDep
+) -> User:
     """Create an account. The password needs at least 8 characters, a letter and a digit."""
-    return await auth_service.register(session, data=body, kit=kit)
+    return await auth_service.register(session, maker=maker, data=body, kit=kit)
 
 
 @router.post("/token", responses=problem_responses(401, 403, 429))
 async def token(
     form: Annotated[TokenForm, Form()],
     session: SessionDep,
+    maker: SessionmakerDep,
     kit: AuthKitDep,
     client_address: ClientAddress,
     response: Response,
@@ -56,6 +59,7 @@ async def token(
     """
     pair = await auth_service.login(
         session,
+        maker=maker,
         email=form.username,
         password=form.password,
         client_address=client_address,

@@ -97,14 +97,27 @@ class Principal:
         )
 
 
-async def register(session: AsyncSession, *, data: RegisterRequest, kit: AuthKit) -> User:
-    if await user_repository.get_by_email(session, data.email) is not None:
+async def _user_by_email(maker: async_sessionmaker[AsyncSession], email: str) -> User | None:
+    """Read in a short session of its own, before a password is hashed or verified: the
+    request's session takes a pooled connection only after the hash. (Holding one
+    while waiting for a hashing thread, a storm of logins took the whole pool, and every
+    other request that needed the database waited behind them.)"""
+    async with session_scope(maker) as reading:
+        return await user_repository.get_by_email(reading, email)
+
+
+async def register(
+    session: AsyncSession,
+    *,
+    maker: async_sessionmaker[AsyncSession],
+    data: RegisterRequest,
+    kit: AuthKit,
+) -> User:
+    if await _user_by_email(maker, data.email) is not None:
         raise Conflict("This email is already registered")
+    hashed_password = await kit.passwords.hash(data.password)
     user = await user_repository.insert_new(
-        session,
-        email=data.email,
-        hashed_password=await kit.passwords.hash(data.password),
-        full_name=data.full_name,
+        session, email=data.email, hashed_password=hashed_password, full_name=data.full_name
     )
     if user is None:  # lost a race with a concurrent registration of the same email
         raise Conflict("This email is already registered")
@@ -115,18 +128,27 @@ async def register(session: AsyncSession, *, data: RegisterRequest, kit: AuthKit
 
 
 async def login(
-    session: AsyncSession, *, email: str, password: str, client_address: str, kit: AuthKit
+    session: AsyncSession,
+    *,
+    maker: async_sessionmaker[AsyncSession],
+    email: str,
+    password: str,
+    client_address: str,
+    kit: AuthKit,
 ) -> TokenPair:
     email = email.strip().lower()
     throttle = LoginThrottle(kit.redis, kit.settings.auth)
     await throttle.reserve(email, client_address)
-    user = await user_repository.get_by_email(session, email)
-    if user is None:
+    found = await _user_by_email(maker, email)
+    if found is None:
         await kit.passwords.verify_dummy(password)
-        verified = False
-    else:
-        verified = await kit.passwords.verify(user.hashed_password, password)
-    if user is None or not verified:
+        raise Unauthorized(_INVALID_CREDENTIALS)
+    if not await kit.passwords.verify(found.hashed_password, password):
+        raise Unauthorized(_INVALID_CREDENTIALS)
+    # Read again in the request's session, which writes: the account may have been
+    # deleted, or its password changed, while the password was being verified.
+    user = await user_repository.get(session, found.id)
+    if user is None or user.hashed_password != found.hashed_password:
         raise Unauthorized(_INVALID_CREDENTIALS)
     if not user.is_active:
         raise Forbidden("This account is disabled")
