@@ -9,7 +9,8 @@ everything, and the ratio to the reference where there is one.
 
 The login storm: wrk logs in as fast as it can (64 connections, the configured argon2
 parameters) while a light probe (4 connections) reads `/health/live`; its p99 is
-compared with the same probe's p99 on the idle server.
+compared with the same probe's p99 on the idle server. A second storm runs beside a
+probe of `GET /users/me`, which needs a pooled database connection.
 
     uv run python -m bench.http                       # make bench
     uv run python -m bench.http --seconds 5 --runs 1  # a quick look
@@ -176,10 +177,13 @@ def _measure(
     return rows
 
 
-def _login_storm(api: Server, *, seconds: int, cores: int) -> list[str]:
-    probe = wrk.lua_script()
-    health = f"{api.url}/health/live"
-    idle = wrk.run(health, probe, connections=4, seconds=seconds, threads=1)
+def _storm_with_probe(
+    api: Server, probe_path: str, probe: Path, *, seconds: int
+) -> tuple[wrk.WrkResult, wrk.WrkResult, wrk.WrkResult]:
+    """The probe on the idle server, then the login storm with the probe beside it:
+    (idle probe, storm, probe during the storm)."""
+    url = f"{api.url}{probe_path}"
+    idle = wrk.run(url, probe, connections=4, seconds=seconds, threads=1)
     login = wrk.lua_script(
         method="POST",
         forms=[
@@ -192,10 +196,14 @@ def _login_storm(api: Server, *, seconds: int, cores: int) -> list[str]:
             wrk.run, f"{api.url}/api/v1/auth/token", login, connections=64, seconds=seconds
         )
         time.sleep(1)  # let the storm start before the probe measures
-        busy = pool.submit(wrk.run, health, probe, connections=4, seconds=seconds - 2, threads=1)
-        storm, during = storm_future.result(), busy.result()
+        busy = pool.submit(wrk.run, url, probe, connections=4, seconds=seconds - 2, threads=1)
+        return idle, storm_future.result(), busy.result()
+
+
+def _login_storm(api: Server, token: str, *, seconds: int, cores: int) -> list[str]:
+    idle, storm, during = _storm_with_probe(api, "/health/live", wrk.lua_script(), seconds=seconds)
     per_core = storm.requests_per_second / cores
-    return [
+    lines = [
         f"login storm (64 connections, argon2 as configured): {storm.requests_per_second:.1f} "
         f"logins/s = {per_core:.1f} verifications/s per core; p50 {storm.p50_ms:.0f} ms, "
         f"p99 {storm.p99_ms:.0f} ms, non-2xx {_errors(storm)}, socket errors {storm.socket_errors}",
@@ -203,6 +211,16 @@ def _login_storm(api: Server, *, seconds: int, cores: int) -> list[str]:
         f"storm {during.p99_ms:.2f} ms ({during.p99_ms / idle.p99_ms:.1f}x)",
         f"API RSS after the storm: {rss_mib(api.process.pid):.1f} MiB",
     ]
+    # A route that needs the database, during a second storm: logins must not hold the
+    # pool's connections while they wait for argon2.
+    me = wrk.lua_script(headers={"Authorization": f"Bearer {token}"})
+    idle, _, during = _storm_with_probe(api, "/api/v1/users/me", me, seconds=seconds)
+    lines.append(
+        f"GET /users/me with 4 probe connections: idle {idle.requests_per_second:,.0f} req/s, "
+        f"p99 {idle.p99_ms:.1f} ms; during a storm {during.requests_per_second:,.0f} req/s, "
+        f"p99 {during.p99_ms:.1f} ms, non-2xx {_errors(during)}"
+    )
+    return lines
 
 
 def _table(rows: list[Row], rss: float) -> str:
@@ -269,7 +287,7 @@ def main(seconds: int, runs: int, connections: list[int], only: list[str]) -> No
             cases = [case for case in cases if any(word in case.label for word in only)]
         rows = _measure(api, cases, connections=connections, seconds=seconds, runs=runs)
         rss = rss_mib(api.process.pid)
-        storm = _login_storm(api, seconds=max(seconds, 10), cores=cores)
+        storm = _login_storm(api, token, seconds=max(seconds, 10), cores=cores)
     finally:
         for server in servers:
             stop(server.process)
