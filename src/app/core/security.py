@@ -5,8 +5,8 @@ its own (`argon2_max_threads`): the event loop keeps serving other requests, and
 storm queues for a thread instead of multiplying memory (each hash allocates
 `argon2_memory_kib`). On Linux those threads run at a lower scheduling priority
 (`argon2_thread_nice`): they use whatever CPU the event loop leaves, and the loop gets a
-core back as soon as a request wants one, so a login storm no longer slows every other
-request down (README.md, Performance).
+core back as soon as a request wants one, so a login storm takes less from every other
+request (README.md, Performance).
 """
 
 from __future__ import annotations
