@@ -14,24 +14,33 @@ from app.core.db import session_scope
 from app.core.resources import Resources
 
 
-async def get_resources(connection: HTTPConnection) -> Resources:
+def _resources(connection: HTTPConnection) -> Resources:
     resources: Resources = connection.state.resources
     return resources
+
+
+# Each reads the lifespan state itself rather than depending on `get_resources`: FastAPI
+# does per-request work for every node of a route's dependency tree, cached or not, and
+# these sit under most routes (twice under GET /items/{id}).
+
+
+async def get_resources(connection: HTTPConnection) -> Resources:
+    return _resources(connection)
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
 
 
-async def get_redis(resources: ResourcesDep) -> Redis:
-    return resources.redis
+async def get_redis(connection: HTTPConnection) -> Redis:
+    return _resources(connection).redis
 
 
 RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
-async def get_sessionmaker(resources: ResourcesDep) -> async_sessionmaker[AsyncSession]:
+async def get_sessionmaker(connection: HTTPConnection) -> async_sessionmaker[AsyncSession]:
     """Overridden by the tests to bind every session to one rolled-back transaction."""
-    return resources.sessionmaker
+    return _resources(connection).sessionmaker
 
 
 SessionmakerDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_sessionmaker)]
