@@ -1544,9 +1544,9 @@ async def test_api4_argon2_runs_in_at_most_argon2_max_threads_at_once(
 async def test_api4_requests_that_wait_for_a_password_hash_hold_no_database_connection(
     committed: Resources, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A login or a registration waits for argon2 (for a free hashing thread first,
-    in a storm). Holding a pooled connection meanwhile, a storm of them took the whole
-    pool: GET /users/me fell from 1,200 to 7 requests/s, p50 545 ms."""
+    """A login, a registration or a password change waits for argon2 (for a free
+    hashing thread first, in a storm). Holding a pooled connection meanwhile, a storm of
+    logins took the whole pool: GET /users/me fell from 1,200 to 7 requests/s."""
     one_connection = settings.database.model_copy(update={"pool_size": 1, "max_overflow": 0})
     small = settings.model_copy(update={"database": one_connection})
     async with app_client(small) as http:
@@ -1570,6 +1570,12 @@ async def test_api4_requests_that_wait_for_a_password_hash_hold_no_database_conn
             lambda: http.post(
                 "/api/v1/auth/register",
                 json={"email": unique_email(), "password": "another-secret-42"},
+            ),
+            # Last: a new password ends the account's sessions.
+            lambda: http.patch(
+                "/api/v1/users/me",
+                json={"current_password": account.password, "password": "a-new-secret-77"},
+                headers=account.headers,
             ),
         ]
         for slow in slow_requests:

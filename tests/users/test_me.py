@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.core.resources import Resources
+from app.core.security import PasswordHasher
 from app.models import Item, Job, StoredFile, User
 from tests.conftest import RunJobs
 from tests.factories import PASSWORD, create_account, create_item, login
@@ -157,3 +158,31 @@ async def test_guessing_the_current_password_is_throttled(client: httpx.AsyncCli
         for n in range(7)
     ]
     assert statuses == [403] * 5 + [429] * 2
+
+
+async def test_a_password_changed_while_the_current_one_is_checked_is_409(
+    client: httpx.AsyncClient, db: AsyncSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The current password is verified before the request's session reads the account
+    # again to write (no pooled connection waits for argon2): a change in between wins.
+    account = await create_account(client)
+    original = PasswordHasher.verify
+
+    async def verify_then_change(self: PasswordHasher, hashed: str, password: str) -> bool:
+        verified = await original(self, hashed, password)
+        await db.execute(
+            update(User).where(User.id == account.id).values(hashed_password="set-elsewhere")
+        )
+        await db.flush()
+        return verified
+
+    monkeypatch.setattr(PasswordHasher, "verify", verify_then_change)
+    response = await client.patch(
+        "/api/v1/users/me",
+        json={"current_password": PASSWORD, "password": "a-new-secret-77"},
+        headers=account.headers,
+    )
+    assert response.status_code == 409
+    assert await db.scalar(select(User.hashed_password).where(User.id == account.id)) == (
+        "set-elsewhere"
+    )

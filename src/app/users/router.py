@@ -5,8 +5,15 @@ from uuid import UUID
 
 from fastapi import APIRouter, Query, status
 
-from app.auth.dependencies import AccountReader, AdminUser, AuthKitDep, ClientAddress, TokenUser
-from app.core.dependencies import ResourcesDep, SessionDep
+from app.auth.dependencies import (
+    AccountReader,
+    AdminUser,
+    AuthKitDep,
+    ClientAddress,
+    TokenPrincipal,
+    TokenUser,
+)
+from app.core.dependencies import ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import problem_responses
 from app.core.http import NO_STORE
 from app.core.pagination import Page, Paged, PageParams
@@ -31,8 +38,9 @@ async def read_me(user: AccountReader) -> User:
 @router.patch("/me", response_model=UserRead, responses=problem_responses(403, 409, 429))
 async def update_me(
     body: UserUpdateMe,
-    user: TokenUser,
+    principal: TokenPrincipal,
     session: SessionDep,
+    maker: SessionmakerDep,
     kit: AuthKitDep,
     client_address: ClientAddress,
 ) -> User:
@@ -40,7 +48,12 @@ async def update_me(
     `current_password` (wrong guesses are throttled like logins); a new password signs
     you out everywhere."""
     return await user_service.update_me(
-        session, user, data=body, kit=kit, client_address=client_address
+        session,
+        principal.account.id,
+        maker=maker,
+        data=body,
+        kit=kit,
+        client_address=client_address,
     )
 
 

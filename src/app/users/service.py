@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.auth import repository as auth_repository
 from app.auth.service import AuthKit
 from app.auth.throttle import LoginThrottle
-from app.core.db import after_commit
-from app.core.errors import Conflict, Forbidden, NotFound
+from app.core.db import after_commit, session_scope
+from app.core.errors import Conflict, Forbidden, NotFound, Unauthorized
 from app.core.pagination import Paged, PageParams
 from app.core.security import PasswordHasher
 from app.core.storage import Storage
@@ -39,21 +39,43 @@ async def list_page(session: AsyncSession, *, page: PageParams) -> Paged[User]:
 
 async def update_me(
     session: AsyncSession,
-    user: User,
+    account_id: UUID,
     *,
+    maker: async_sessionmaker[AsyncSession],
     data: UserUpdateMe,
     kit: AuthKit,
     client_address: str,
 ) -> User:
+    changes = data.model_dump(exclude_unset=True)
+    # The password work (a verification, a new hash) comes before the request's session
+    # takes a pooled connection, as a login's does (app.auth.service).
+    async with session_scope(maker) as reading:
+        before = await _active(reading, account_id)
     if data.current_password is not None:
         # Guessing the password with a stolen access token is throttled like a login.
         throttle = LoginThrottle(kit.redis, kit.settings.auth)
-        await throttle.reserve(user.email, client_address)
-        if not await kit.passwords.verify(user.hashed_password, data.current_password):
+        await throttle.reserve(before.email, client_address)
+        if not await kit.passwords.verify(before.hashed_password, data.current_password):
             raise Forbidden("The current password is incorrect")
-        await throttle.succeeded(user.email, client_address)
-    await _apply(session, user, data.model_dump(exclude_unset=True), passwords=kit.passwords)
+        await throttle.succeeded(before.email, client_address)
+    hashed_password = await _new_hash(changes, kit.passwords)
+    user = await _active(session, account_id)
+    if user.hashed_password != before.hashed_password:
+        raise Conflict("The password was changed meanwhile; send the request again")
+    await _apply(session, user, changes, hashed_password=hashed_password)
     return user
+
+
+async def _active(session: AsyncSession, account_id: UUID) -> User:
+    user = await repository.get(session, account_id)
+    if user is None or not user.is_active:
+        raise Unauthorized("This access token is no longer valid")
+    return user
+
+
+async def _new_hash(changes: dict[str, object], passwords: PasswordHasher) -> str | None:
+    password = changes.pop("password", None)
+    return await passwords.hash(password) if isinstance(password, str) else None
 
 
 async def delete_me(session: AsyncSession, user: User, *, storage: Storage) -> None:
@@ -68,11 +90,13 @@ async def update(
     data: UserAdminUpdate,
     passwords: PasswordHasher,
 ) -> User:
-    user = await get(session, user_id)
     changes = data.model_dump(exclude_unset=True)
+    # Hashed before the account is read, so no pooled connection waits for argon2.
+    hashed_password = await _new_hash(changes, passwords)
+    user = await get(session, user_id)
     if changes.get("role", Role.admin) != Role.admin or changes.get("is_active") is False:
         await _keep_an_admin(session, user)
-    await _apply(session, user, changes, passwords=passwords)
+    await _apply(session, user, changes, hashed_password=hashed_password)
     if changes.get("is_active") is False:
         # The access tokens already ended with the change (app.auth.accounts moves
         # token_version on); the refresh tokens go too.
@@ -108,8 +132,13 @@ async def _delete(session: AsyncSession, user: User, *, storage: Storage) -> Non
 
 
 async def _apply(
-    session: AsyncSession, user: User, changes: dict[str, object], *, passwords: PasswordHasher
+    session: AsyncSession,
+    user: User,
+    changes: dict[str, object],
+    *,
+    hashed_password: str | None,
 ) -> None:
+    """`changes` without the password, whose new hash is `hashed_password`."""
     changes.pop("current_password", None)
     email = changes.get("email")
     if (
@@ -118,9 +147,8 @@ async def _apply(
         and await repository.email_taken(session, email, except_id=user.id)
     ):
         raise Conflict("This email is already registered")
-    password = changes.pop("password", None)
-    if isinstance(password, str):
-        user.hashed_password = await passwords.hash(password)
+    if hashed_password is not None:
+        user.hashed_password = hashed_password
         await _end_sessions(session, user)
     for field, value in changes.items():
         setattr(user, field, value)
