@@ -25,7 +25,7 @@ from app.core.idempotency import Idempotency, attach, fingerprint, form_fingerpr
 from app.core.observability import USER_ID_SCOPE_KEY
 from app.core.resources import Resources
 from app.models import Role, User
-from app.users import repository as user_repository
+from app.users import service as user_service
 
 oauth2_scheme = OAuth2PasswordBearer(
     tokenUrl="/api/v1/auth/token",
@@ -157,10 +157,7 @@ async def authenticate_briefly(
 async def _user_of(principal: Principal, session: AsyncSession) -> User:
     """The caller's row, for the routes that read or change the account itself
     (authentication alone only needs `principal.account`, usually from Redis)."""
-    user = await user_repository.get(session, principal.account.id)
-    if user is None or not user.is_active:
-        raise Unauthorized("This access token is no longer valid")
-    return user
+    return await user_service.active(session, principal.account.id)
 
 
 async def get_current_user(

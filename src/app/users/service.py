@@ -47,10 +47,14 @@ async def update_me(
     client_address: str,
 ) -> User:
     changes = data.model_dump(exclude_unset=True)
+    if data.current_password is None:  # no password to check, none to hash (schemas)
+        user = await active(session, account_id)
+        await _apply(session, user, changes, hashed_password=None)
+        return user
     # The password work (a verification, a new hash) comes before the request's session
     # takes a pooled connection, as a login's does (app.auth.service).
     async with session_scope(maker) as reading:
-        before = await _active(reading, account_id)
+        before = await active(reading, account_id)
     if data.current_password is not None:
         # Guessing the password with a stolen access token is throttled like a login.
         throttle = LoginThrottle(kit.redis, kit.settings.auth)
@@ -59,14 +63,15 @@ async def update_me(
             raise Forbidden("The current password is incorrect")
         await throttle.succeeded(before.email, client_address)
     hashed_password = await _new_hash(changes, kit.passwords)
-    user = await _active(session, account_id)
+    user = await active(session, account_id)
     if user.hashed_password != before.hashed_password:
         raise Conflict("The password was changed meanwhile; send the request again")
     await _apply(session, user, changes, hashed_password=hashed_password)
     return user
 
 
-async def _active(session: AsyncSession, account_id: UUID) -> User:
+async def active(session: AsyncSession, account_id: UUID) -> User:
+    """The caller's account, which must still exist and be active."""
     user = await repository.get(session, account_id)
     if user is None or not user.is_active:
         raise Unauthorized("This access token is no longer valid")
