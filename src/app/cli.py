@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from pydantic import SecretStr, TypeAdapter, ValidationError
 
@@ -59,28 +59,26 @@ def serve(args: argparse.Namespace) -> None:
     # uvicorn handles SIGTERM gracefully and then raises it again, which would end the
     # process "killed by SIGTERM" (143) after a clean shutdown: exit 0 instead.
     signal.signal(signal.SIGTERM, _exit_cleanly)
-    options: dict[str, Any] = {
-        "host": args.host or settings.host,
-        "port": args.port or settings.port,
-        "workers": args.workers or settings.web_concurrency,
-        "reload": args.reload,
-        "loop": "uvloop",
-        "http": "httptools",
-        "log_config": None,
+    # uvicorn.run(), accepting a burst of connections at once (app.core.serving).
+    config = uvicorn.Config(
+        "app.main:app",
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.web_concurrency,
+        reload=args.reload,
+        loop="uvloop",
+        http="httptools",
+        log_config=None,
         # Requests are logged by the app (app.access: route template, status, user).
-        "access_log": False,
-        "proxy_headers": True,
-        "forwarded_allow_ips": settings.forwarded_allow_ips,
-        "timeout_graceful_shutdown": settings.shutdown_grace_seconds,
+        access_log=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         # WebSocket clients only send pings: a bigger message is refused (1009) before
         # it is buffered.
-        "ws_max_size": settings.realtime.max_message_bytes,
-    }
-    if options["workers"] > 1 and not args.reload:
-        uvicorn.run("app.main:app", **options)
-    else:
-        # One process accepts a burst of connections at once (app.core.serving).
-        serving.run(uvicorn.Config("app.main:app", **options))
+        ws_max_size=settings.realtime.max_message_bytes,
+    )
+    serving.run(config)
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -13,9 +13,10 @@ accepts what is waiting (up to `ACCEPTS_PER_WAKEUP`, as asyncio's own event loop
 and hands every connection to the loop as a transport for uvicorn's HTTP protocol.
 The same run then had p99 at 1.3 x p50, and no timeouts.
 
-With several worker processes (`WEB_CONCURRENCY` > 1) uvicorn's supervisor builds
-uvicorn's own server in each process, and that server accepts as libuv does. (A
-greedy accept there would also let one idle worker take a whole burst.)
+With several worker processes (`WEB_CONCURRENCY` > 1), `run()` hands over to uvicorn's
+supervisor, which builds uvicorn's own server in each process, and that server accepts
+as libuv does. (A greedy accept there would also let one idle worker take a whole
+burst.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collections.abc import Callable
 
 import uvicorn
 from uvicorn.config import STARTUP_FAILURE
-from uvicorn.supervisors import ChangeReload
+from uvicorn.supervisors import ChangeReload, Multiprocess
 
 logger = logging.getLogger("uvicorn.error")
 
@@ -145,20 +146,20 @@ class Server(uvicorn.Server):
 
 
 def run(config: uvicorn.Config) -> None:
-    """`uvicorn.run()` for one process (or the reloader's), with `Server`."""
-    if config.workers > 1 and not config.should_reload:
-        msg = "several workers are uvicorn's supervisor's: call uvicorn.run()"
-        raise ValueError(msg)
+    """`uvicorn.run()`, with `Server` in one process (or the reloader's); several
+    workers are uvicorn's supervisor's, which builds uvicorn's own server in each."""
     listener = config.bind_socket()  # logs "Uvicorn running on ..."
     server = Server(config)
     try:
         if config.should_reload:
             ChangeReload(config, target=server.run, sockets=[listener]).run()
+        elif config.workers > 1:
+            Multiprocess(config, sockets=[listener]).run()
         else:
             server.run(sockets=[listener])
     finally:
         listener.close()
         if config.uds and os.path.exists(config.uds):
             os.remove(config.uds)
-    if not server.started and not config.should_reload:
+    if not server.started and not config.should_reload and config.workers == 1:
         sys.exit(STARTUP_FAILURE)
