@@ -35,7 +35,7 @@ NEW_PASSWORD = "second-password-Wv44"
 RESET_PASSWORD = "third-password-Tr09"
 METRICS_PASSWORD = "metrics-password-Mp55"
 DB_PASSWORD = "database-password-Db66"  # trust auth: PostgreSQL never asks for it
-RESET_LINK = re.compile(r"/reset-password\?token=([0-9a-f]{64})")
+RESET_LINK = re.compile(r"/reset-password\?token=([A-Za-z0-9_-]{43})")
 
 
 def _with_db_password(url: str) -> str:

@@ -894,7 +894,7 @@ async def _recovery_mail(
 
 
 def _reset_token(mail: str) -> str:
-    match = re.search(r"/reset-password\?token=([0-9a-f]{64})", mail)
+    match = re.search(r"/reset-password\?token=([A-Za-z0-9_-]{43})", mail)
     assert match is not None, mail
     return match.group(1)
 

@@ -47,34 +47,43 @@ async def revoke_all_refresh_tokens(session: AsyncSession, user_id: UUID) -> Non
     )
 
 
-async def add_reset_token(
-    session: AsyncSession, *, user_id: UUID, token_hash: str, expires_at: datetime
+async def store_reset_token(
+    session: AsyncSession, *, user_id: UUID, job_id: str, token_hash: str, expires_at: datetime
 ) -> None:
-    """Idempotent: the same token (a job that ran twice) is stored once."""
+    """The token of mail job `job_id`: a job that runs again replaces its own unused token
+    (the first link it mailed, if any, stops working), never adds a second one."""
+    statement = insert(PasswordResetToken).values(
+        user_id=user_id, job_id=job_id, token_hash=token_hash, expires_at=expires_at
+    )
     await session.execute(
-        insert(PasswordResetToken)
-        .values(user_id=user_id, token_hash=token_hash, expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=[PasswordResetToken.token_hash])
+        statement.on_conflict_do_update(
+            index_elements=[PasswordResetToken.job_id],
+            set_={"token_hash": token_hash, "expires_at": expires_at},
+            where=PasswordResetToken.used_at.is_(None),
+        )
     )
 
 
-async def get_reset_token_for_update(
-    session: AsyncSession, token_hash: str
-) -> PasswordResetToken | None:
-    statement = (
-        select(PasswordResetToken)
-        .where(PasswordResetToken.token_hash == token_hash)
-        .with_for_update()
-    )
+async def get_reset_token(session: AsyncSession, token_hash: str) -> PasswordResetToken | None:
+    statement = select(PasswordResetToken).where(PasswordResetToken.token_hash == token_hash)
     return await session.scalar(statement)
 
 
-async def use_all_reset_tokens(session: AsyncSession, user_id: UUID) -> None:
-    await session.execute(
+async def spend_reset_token(session: AsyncSession, *, user_id: UUID, token_hash: str) -> bool:
+    """Spend the token and every other unused one of the account in one statement (so two
+    resets never hold one row each while waiting for the other's); False when the token
+    was already spent, by a concurrent reset included."""
+    now = utcnow()
+    spent = await session.execute(
         update(PasswordResetToken)
-        .where(PasswordResetToken.user_id == user_id, PasswordResetToken.used_at.is_(None))
-        .values(used_at=utcnow())
+        .where(
+            PasswordResetToken.user_id == user_id,
+            PasswordResetToken.used_at.is_(None),
+        )
+        .values(used_at=now)
+        .returning(PasswordResetToken.token_hash, PasswordResetToken.expires_at)
     )
+    return any(row.token_hash == token_hash and row.expires_at > now for row in spent.all())
 
 
 async def delete_expired_tokens(session: AsyncSession, *, before: datetime) -> tuple[int, int]:

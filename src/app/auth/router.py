@@ -123,9 +123,11 @@ async def password_recovery(body: PasswordRecoveryRequest, session: SessionDep) 
 @router.post(
     "/reset-password", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(401)
 )
-async def reset_password(body: PasswordResetRequest, session: SessionDep, kit: AuthKitDep) -> None:
+async def reset_password(
+    body: PasswordResetRequest, session: SessionDep, maker: SessionmakerDep, kit: AuthKitDep
+) -> None:
     """Set a new password with the token from the reset email. This signs the account
     out everywhere."""
     await auth_service.reset_password(
-        session, token=body.token, new_password=body.new_password, kit=kit
+        session, maker=maker, token=body.token, new_password=body.new_password, kit=kit
     )

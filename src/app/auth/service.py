@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -233,29 +232,30 @@ async def authenticate(
 
 def request_password_reset(session: AsyncSession, *, email: str) -> None:
     """Queue the reset email; the job does the lookup, so the request path is identical
-    whether or not the account exists."""
-    bucket = int(utcnow().timestamp()) // 60
-    job_id = f"{SEND_PASSWORD_RESET}:{sha256_hex(email)[:32]}:{bucket}"
-    enqueue_after_commit(session, SEND_PASSWORD_RESET, email, job_id=job_id)
+    whether or not the account exists. Each request is a job of its own (and so an
+    email): the limit on recoveries per address is what bounds them."""
+    enqueue_after_commit(
+        session, SEND_PASSWORD_RESET, email, job_id=f"{SEND_PASSWORD_RESET}:{uuid7().hex}"
+    )
 
 
 async def password_reset_message(
     session: AsyncSession, *, email: str, job_id: str, kit: AuthKit
 ) -> EmailMessage | None:
-    """Store a reset token for `email` and return the email carrying it; None when there
-    is no such active account.
-
-    The token is derived from the job id, so a job that runs twice stores one token and
-    sends the same link again instead of a second, different one.
-    """
+    """Store a new random reset token for `email` and return the email carrying it; None
+    when there is no such active account. The token row belongs to the job: a job that
+    runs again replaces its token, so one job never leaves two working links."""
     user = await user_repository.get_by_email(session, email)
     if user is None or not user.is_active:
         return None
-    secret = kit.settings.auth.jwt_secret.get_secret_value().encode()
-    token = hmac.new(secret, f"password-reset:{job_id}".encode(), hashlib.sha256).hexdigest()
+    token = secrets.token_urlsafe(32)
     lifetime = timedelta(minutes=kit.settings.auth.password_reset_expire_minutes)
-    await repository.add_reset_token(
-        session, user_id=user.id, token_hash=sha256_hex(token), expires_at=utcnow() + lifetime
+    await repository.store_reset_token(
+        session,
+        user_id=user.id,
+        job_id=job_id,
+        token_hash=sha256_hex(token),
+        expires_at=utcnow() + lifetime,
     )
     link = f"{kit.settings.public_base_url.rstrip('/')}/reset-password?token={token}"
     return EmailMessage(
@@ -300,18 +300,32 @@ async def purge_expired_tokens(session: AsyncSession) -> tuple[int, int]:
     return await repository.delete_expired_tokens(session, before=utcnow())
 
 
+_INVALID_RESET = "This reset token is invalid, expired or already used"
+
+
 async def reset_password(
-    session: AsyncSession, *, token: str, new_password: str, kit: AuthKit
+    session: AsyncSession,
+    *,
+    maker: async_sessionmaker[AsyncSession],
+    token: str,
+    new_password: str,
+    kit: AuthKit,
 ) -> None:
-    stored = await repository.get_reset_token_for_update(session, sha256_hex(token))
-    if stored is None or stored.used_at is not None or stored.expires_at <= utcnow():
-        raise Unauthorized("This reset token is invalid, expired or already used")
-    user = await user_repository.get(session, stored.user_id)
+    """Locks in one order, the account row first: two resets of one account (two
+    different tokens at once) queue on it instead of each holding one token row."""
+    token_hash = sha256_hex(token)
+    async with session_scope(maker) as reading:  # no connection held while hashing
+        found = await repository.get_reset_token(reading, token_hash)
+    if found is None or found.used_at is not None or found.expires_at <= utcnow():
+        raise Unauthorized(_INVALID_RESET)
+    hashed_password = await kit.passwords.hash(new_password)
+    user = await session.get(User, found.user_id, with_for_update=True)
     if user is None or not user.is_active:
-        raise Unauthorized("This reset token is invalid, expired or already used")
-    user.hashed_password = await kit.passwords.hash(new_password)
+        raise Unauthorized(_INVALID_RESET)
+    if not await repository.spend_reset_token(session, user_id=user.id, token_hash=token_hash):
+        raise Unauthorized(_INVALID_RESET)
+    user.hashed_password = hashed_password
     user.token_version += 1
-    await repository.use_all_reset_tokens(session, user.id)
     await repository.revoke_all_refresh_tokens(session, user.id)
     await session.flush()
 

@@ -12,7 +12,7 @@ from arq.worker import Function
 from app.auth import service as auth_service
 from app.auth.service import AuthKit
 from app.core.jobs import cron_job, job
-from app.core.mail import EmailMessage, deliver
+from app.core.mail import EmailMessage, already_sent, deliver
 from app.core.resources import Resources
 
 logger = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ async def _send(ctx: dict[str, Any], message: EmailMessage | None) -> bool:
 
 async def send_password_reset(ctx: dict[str, Any], email: str) -> bool:
     resources: Resources = ctx["resources"]
+    if await already_sent(resources.redis, ctx["job_id"]):
+        return True  # a retry after the send: the link mailed must stay the one that works
     async with resources.session() as session:
         message = await auth_service.password_reset_message(
             session, email=email, job_id=ctx["job_id"], kit=AuthKit.from_resources(resources)

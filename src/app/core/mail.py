@@ -100,6 +100,16 @@ class SmtpMailBackend:
 SENT_TTL_SECONDS = 7 * 24 * 3600
 
 
+def _sent_key(job_id: str) -> str:
+    return f"mail:sent:{job_id}"
+
+
+async def already_sent(redis: Redis, job_id: str) -> bool:
+    """Whether job `job_id` sent its email (a job that runs again after sending must not
+    build a new message, for example with a new token)."""
+    return bool(await redis.exists(_sent_key(job_id)))
+
+
 async def deliver(
     message: EmailMessage,
     *,
@@ -110,7 +120,7 @@ async def deliver(
 ) -> None:
     """Send `message` from job `job_id`: once, retried with backoff while the failure
     is temporary. A permanent failure is logged and fails the job, which ARQ records."""
-    sent_key = f"mail:sent:{job_id}"
+    sent_key = _sent_key(job_id)
     if await redis.exists(sent_key):
         logger.info("email of job %s was already sent", job_id)
         return
