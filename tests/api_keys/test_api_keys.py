@@ -16,7 +16,7 @@ from app.api_keys import repository as api_key_repository
 from app.api_keys.service import MAX_KEYS_PER_USER
 from app.core.db import utcnow
 from app.models import ApiKey, User
-from tests.factories import Account, create_account, create_admin, create_item
+from tests.factories import PASSWORD, Account, create_account, create_admin, create_item
 from tests.files.conftest import PDF, upload_one
 from tests.waiting import wait_until
 
@@ -79,7 +79,7 @@ async def test_a_key_cannot_manage_the_account(client: httpx.AsyncClient) -> Non
     assert (await client.get("/api/v1/users/me", headers=key)).status_code == 200
     for method, path, body in (
         ("PATCH", "/api/v1/users/me", {"full_name": "Robot"}),
-        ("DELETE", "/api/v1/users/me", None),
+        ("DELETE", "/api/v1/users/me", {"current_password": PASSWORD}),
         ("POST", KEYS, {"name": "more", "scopes": ["items:read"]}),
         ("GET", KEYS, None),
         ("POST", "/api/v1/auth/logout", {"refresh_token": account.refresh_token}),

@@ -11,7 +11,7 @@ from app.core.resources import Resources
 from app.items.events import cache_key
 from app.models import Item
 from tests.conftest import app_client
-from tests.factories import create_account, create_admin, create_item
+from tests.factories import PASSWORD, create_account, create_admin, create_item
 from tests.files.conftest import upload_one
 
 ITEMS = "/api/v1/items"
@@ -81,7 +81,10 @@ async def test_a_deleted_owners_items_leave_the_cache(
     item = await create_item(client, user)
     url = f"{ITEMS}/{item['id']}"
     assert (await client.get(url, headers=admin.headers)).status_code == 200  # cached
-    assert (await client.delete("/api/v1/users/me", headers=user.headers)).status_code == 204
+    deleted = await client.request(
+        "DELETE", "/api/v1/users/me", json={"current_password": PASSWORD}, headers=user.headers
+    )
+    assert deleted.status_code == 204
     assert (await client.get(url, headers=admin.headers)).status_code == 404
 
 

@@ -101,7 +101,7 @@ async def test_delete_me_removes_the_account_and_its_items(
 ) -> None:
     account = await create_account(client)
     await create_item(client, account)
-    response = await client.delete(ME, headers=account.headers)
+    response = await delete_me(client, account.headers, PASSWORD)
     assert response.status_code == 204
     assert await db.get(User, account.id) is None
     remaining = await db.scalar(
@@ -126,8 +126,30 @@ async def test_delete_me_removes_the_bytes_of_its_files_and_exports(
     assert job.file_key is not None
     paths = [resources.storage.local_path(key) for key in (stored.storage_key, job.file_key)]
     assert all(path.is_file() for path in paths)
-    assert (await client.delete(ME, headers=account.headers)).status_code == 204
+    assert (await delete_me(client, account.headers, PASSWORD)).status_code == 204
     assert not any(path.exists() for path in paths)
+
+
+async def delete_me(
+    client: httpx.AsyncClient, headers: dict[str, str], password: str | None
+) -> httpx.Response:
+    body = None if password is None else {"current_password": password}
+    return await client.request("DELETE", ME, json=body, headers=headers)
+
+
+async def test_deleting_the_account_needs_the_current_password(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    """A stolen access token alone cannot delete the account."""
+    account = await create_account(client)
+    await create_item(client, account)
+    missing = await delete_me(client, account.headers, None)
+    assert missing.status_code == 422
+    wrong = await delete_me(client, account.headers, "not-the-password-1")
+    assert wrong.status_code == 403
+    assert wrong.headers["content-type"] == "application/problem+json"
+    assert await db.get(User, account.id) is not None
+    assert (await client.get(ME, headers=account.headers)).status_code == 200
 
 
 @pytest.mark.parametrize("field", ["email", "password", "current_password"])

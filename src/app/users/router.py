@@ -11,7 +11,6 @@ from app.auth.dependencies import (
     AuthKitDep,
     ClientAddress,
     TokenPrincipal,
-    TokenUser,
 )
 from app.core.dependencies import ResourcesDep, SessionDep, SessionmakerDep
 from app.core.errors import problem_responses
@@ -19,7 +18,7 @@ from app.core.http import NO_STORE
 from app.core.pagination import Page, Paged, PageParams
 from app.models import User
 from app.users import service as user_service
-from app.users.schemas import UserAdminUpdate, UserRead, UserUpdateMe
+from app.users.schemas import AccountDeletion, UserAdminUpdate, UserRead, UserUpdateMe
 
 router = APIRouter(
     prefix="/users",
@@ -57,10 +56,30 @@ async def update_me(
     )
 
 
-@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(409))
-async def delete_me(user: TokenUser, session: SessionDep, resources: ResourcesDep) -> None:
-    """Delete your account and everything it owns."""
-    await user_service.delete_me(session, user, storage=resources.storage)
+@router.delete(
+    "/me", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(403, 409, 429)
+)
+async def delete_me(
+    body: AccountDeletion,
+    principal: TokenPrincipal,
+    session: SessionDep,
+    maker: SessionmakerDep,
+    kit: AuthKitDep,
+    client_address: ClientAddress,
+    resources: ResourcesDep,
+) -> None:
+    """Delete your account and everything it owns. Needs `current_password` in the body
+    (403 when wrong; wrong guesses are throttled like logins) and a bearer token: API
+    keys cannot delete accounts. The last active admin cannot delete themselves (409)."""
+    await user_service.delete_me(
+        session,
+        principal.account.id,
+        maker=maker,
+        current_password=body.current_password,
+        kit=kit,
+        client_address=client_address,
+        storage=resources.storage,
+    )
 
 
 @router.get("", response_model=Page[UserRead], responses=problem_responses(403))

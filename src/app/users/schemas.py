@@ -100,6 +100,16 @@ class UserUpdateMe(PartialUpdate):
         return self
 
 
+class AccountDeletion(BaseModel):
+    """Deleting the account needs its password: a stolen access token alone cannot."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"current_password": "correct-horse-7"}]}
+    )
+
+    current_password: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class UserAdminUpdate(PartialUpdate):
     model_config = example_config({"role": "admin"}, {"is_active": False})
     nullable = frozenset({"full_name"})

@@ -53,21 +53,35 @@ async def update_me(
         return user
     # The password work (a verification, a new hash) comes before the request's session
     # takes a pooled connection, as a login's does (app.auth.service).
-    async with session_scope(maker) as reading:
-        before = await active(reading, account_id)
-    if data.current_password is not None:
-        # Guessing the password with a stolen access token is throttled like a login.
-        throttle = LoginThrottle(kit.redis, kit.settings.auth)
-        await throttle.reserve(before.email, client_address)
-        if not await kit.passwords.verify(before.hashed_password, data.current_password):
-            raise Forbidden("The current password is incorrect")
-        await throttle.succeeded(before.email, client_address)
+    before = await confirm_password(
+        maker, account_id, data.current_password, kit=kit, client_address=client_address
+    )
     hashed_password = await _new_hash(changes, kit.passwords)
     user = await active(session, account_id)
     if user.hashed_password != before.hashed_password:
         raise Conflict("The password was changed meanwhile; send the request again")
     await _apply(session, user, changes, hashed_password=hashed_password)
     return user
+
+
+async def confirm_password(
+    maker: async_sessionmaker[AsyncSession],
+    account_id: UUID,
+    current_password: str,
+    *,
+    kit: AuthKit,
+    client_address: str,
+) -> User:
+    """The caller's account, once `current_password` proves it is theirs: what a stolen
+    access token alone cannot give. Wrong guesses are throttled like logins."""
+    async with session_scope(maker) as reading:
+        before = await active(reading, account_id)
+    throttle = LoginThrottle(kit.redis, kit.settings.auth)
+    await throttle.reserve(before.email, client_address)
+    if not await kit.passwords.verify(before.hashed_password, current_password):
+        raise Forbidden("The current password is incorrect")
+    await throttle.succeeded(before.email, client_address)
+    return before
 
 
 async def active(session: AsyncSession, account_id: UUID) -> User:
@@ -83,7 +97,22 @@ async def _new_hash(changes: dict[str, object], passwords: PasswordHasher) -> st
     return await passwords.hash(password) if isinstance(password, str) else None
 
 
-async def delete_me(session: AsyncSession, user: User, *, storage: Storage) -> None:
+async def delete_me(
+    session: AsyncSession,
+    account_id: UUID,
+    *,
+    maker: async_sessionmaker[AsyncSession],
+    current_password: str,
+    kit: AuthKit,
+    client_address: str,
+    storage: Storage,
+) -> None:
+    before = await confirm_password(
+        maker, account_id, current_password, kit=kit, client_address=client_address
+    )
+    user = await active(session, account_id)
+    if user.hashed_password != before.hashed_password:
+        raise Conflict("The password was changed meanwhile; send the request again")
     await _keep_an_admin(session, user)
     await _delete(session, user, storage=storage)
 
@@ -118,7 +147,10 @@ async def delete(session: AsyncSession, user_id: UUID, *, storage: Storage) -> N
 async def _delete(session: AsyncSession, user: User, *, storage: Storage) -> None:
     """Delete the account and everything it owns: its rows go with it (ON DELETE
     CASCADE); once that commits, their cached copies are forgotten and the bytes of its
-    files and exports are removed."""
+    files and exports are removed. The account row is locked first: an item written at
+    the same moment either commits before (and is deleted with the rest) or waits and
+    fails on its missing owner, so no row and no cached copy outlives the account."""
+    await session.refresh(user, with_for_update=True)
     item_events.forget(session, await item_repository.ids_of(session, user.id))
     keys = [
         *await file_repository.storage_keys_of(session, user.id),
