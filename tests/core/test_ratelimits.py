@@ -9,16 +9,19 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from redis.asyncio import Redis
 
 from app.core.config import RateLimitSettings, Settings
 from app.core.ids import uuid7
 from app.core.resources import Resources
 from app.core.security import TokenType
+from app.main import create_app
 from tests.conftest import app_client
 from tests.factories import create_account, create_item
 
 ME = "/api/v1/users/me"
+BASE = "http://testserver"
 
 
 @contextlib.asynccontextmanager
@@ -79,30 +82,75 @@ async def test_a_forged_token_cannot_spend_someone_elses_budget(
         assert (await http.get(ME, headers=victim.headers)).status_code == 200
 
 
-async def test_made_up_api_keys_cannot_open_fresh_budgets(
+async def test_an_address_guessing_keys_is_refused_before_any_lookup(
     settings: Settings, committed: Resources
 ) -> None:
-    # Every made-up key would get a budget of its own and cost a database lookup; past
-    # the anonymous figure of bad keys, the address gets 429 for any key, unlooked-up.
-    async with limited(settings, per_caller_per_minute=100, anonymous_per_minute=3) as http:
-        account = await create_account(http)
-        created = await http.post(
+    """Made-up keys spend their address's anonymous budget; once an address sent that
+    many bad keys, even a real key from it gets 429, before any database lookup."""
+    rate_limit = RateLimitSettings(
+        _env_file=None, per_caller_per_minute=100, anonymous_per_minute=3
+    )
+    app = create_app(settings.model_copy(update={"rate_limit": rate_limit}))
+    async with (
+        LifespanManager(app) as manager,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=manager.app), base_url=BASE) as own,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app, client=("203.0.113.9", 4000)),
+            base_url=BASE,
+        ) as guesser,
+    ):
+        account = await create_account(own)
+        created = await own.post(
             "/api/v1/users/me/api-keys",
             json={"name": "sync", "scopes": ["account:read"]},
             headers=account.headers,
         )
         good = {"X-API-Key": created.json()["key"]}
-        assert (await http.get(ME, headers=good)).status_code == 200
         made_up = [
-            (await http.get(ME, headers={"X-API-Key": f"ak_{uuid7().hex[:12]}_x"})).status_code
+            (await guesser.get(ME, headers={"X-API-Key": f"ak_{uuid7().hex[:12]}_x"}))
             for _ in range(4)
         ]
-        after = await http.get(ME, headers=good)
-        bearer = await http.get(ME, headers=account.headers)
-    assert made_up == [401, 401, 401, 429]
-    assert after.status_code == 429  # from this address, no key is looked up any more
-    assert "retry-after" in after.headers
-    assert bearer.status_code == 200  # bearer tokens are checked without the database
+        refused = await guesser.get(ME, headers=good)
+        elsewhere = await own.get(ME, headers=good)
+    assert [response.status_code for response in made_up] == [401, 401, 401, 429]
+    assert refused.status_code == 429  # this address gets no lookup any more
+    assert "retry-after" in refused.headers
+    assert elsewhere.status_code == 200
+
+
+async def test_rotating_unverified_api_keys_spends_the_address_budget(
+    settings: Settings, redis: Redis
+) -> None:
+    """A route that never looks at the key (refresh) cannot be flooded by sending a new
+    made-up key each time: an unverified key is anonymous."""
+    async with limited(settings, per_caller_per_minute=100, anonymous_per_minute=5) as http:
+        codes = [
+            (
+                await http.post(
+                    "/api/v1/auth/refresh",
+                    json={"refresh_token": "x"},
+                    headers={"X-API-Key": f"ak_{uuid7().hex[:12]}_{n}"},
+                )
+            ).status_code
+            for n in range(8)
+        ]
+    assert codes == [401] * 5 + [429] * 3
+
+
+async def test_a_verified_key_has_its_own_budget(settings: Settings, committed: Resources) -> None:
+    async with limited(settings, per_caller_per_minute=100, anonymous_per_minute=4) as http:
+        account = await create_account(http)  # spends two anonymous requests
+        created = await http.post(
+            "/api/v1/users/me/api-keys",
+            json={"name": "sync", "scopes": ["account:read"]},
+            headers=account.headers,
+        )
+        key = {"X-API-Key": created.json()["key"]}
+        # The first use is anonymous (the key is not known yet); then it counts as itself.
+        codes = [(await http.get(ME, headers=key)).status_code for _ in range(10)]
+        anonymous = await http.get("/api/v1/items")
+    assert codes == [200] * 10
+    assert anonymous.status_code == 401  # the address still has one of its four left
 
 
 async def test_anonymous_requests_are_counted_per_address(settings: Settings, redis: Redis) -> None:

@@ -13,7 +13,7 @@ from starlette.requests import HTTPConnection
 from app.api_keys import service as api_key_service
 from app.auth import service as auth_service
 from app.auth.actor import Actor
-from app.auth.ratelimits import record_bad_key, refuse_key_guessing
+from app.auth.ratelimits import record_bad_key, refuse_key_guessing, remember_key
 from app.auth.scopes import DESCRIPTIONS, Scope
 from app.auth.service import AuthKit, Principal
 from app.core.context import PREFETCH_SCOPE_KEY
@@ -62,10 +62,12 @@ async def _key_principal(
     await refuse_key_guessing(connection, resources)
     try:
         async with session_scope(maker) as session:
-            return await api_key_service.authenticate(session, api_key)
+            principal = await api_key_service.authenticate(session, api_key)
     except Unauthorized:
         await record_bad_key(connection, resources)
         raise
+    await remember_key(connection, resources, api_key)
+    return principal
 
 
 async def _principal(

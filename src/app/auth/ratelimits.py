@@ -1,10 +1,10 @@
 """Who is asking, for rate limiting, and the limits as dependencies.
 
 - `api_budget` (every /api/v1 route but the WebSocket): per user for a valid bearer
-  token, per API key for `X-API-Key`, else per client address. It needs no database: a
-  bearer token counts for its user only if its signature checks out, and an API key is
-  counted under a hash of itself, so a forged or unknown credential only spends its own
-  budget, never someone else's.
+  token, per API key for a verified `X-API-Key`, else per client address. It needs no
+  database: a bearer token counts for its user only if its signature checks out, and an
+  API key counts under a hash of itself only after a database lookup found it valid
+  (a marker in Redis); an unverified key spends its address's anonymous budget.
 - `PerAddress(...)`: a limit per client address for one route (registration, password
   recovery), declared in the route decorator.
 - Guessed API keys: a key is only known to be bad after a database lookup, and each
@@ -29,11 +29,24 @@ from app.core.security import InvalidTokenError, TokenType, sha256_hex
 API_KEY_HEADER = "X-API-Key"
 
 
-def caller_identity(connection: HTTPConnection, resources: ResourcesDep) -> tuple[str, bool]:
-    """The identity a request is counted under, and whether it is an authenticated one."""
-    api_key = connection.headers.get(API_KEY_HEADER)
-    if api_key:
-        return f"key:{sha256_hex(api_key)[:32]}", True
+# Set once a presented key was verified against the database: only then does the key
+# count as an identity of its own. Kept for a few minutes (a revoked key keeps one
+# budget of its own until then; it authenticates nothing).
+KNOWN_KEY_TTL_SECONDS = 300
+KNOWN_KEY_SCOPE = "app.api_key_known"
+
+
+def _key_digest(api_key: str) -> str:
+    return sha256_hex(api_key)[:32]
+
+
+def known_key_marker(api_key: str) -> str:
+    return f"api-key:verified:{_key_digest(api_key)}"
+
+
+def caller_identity(connection: HTTPConnection, resources: Resources) -> tuple[str, bool]:
+    """The identity a bearer-token request is counted under, and whether it is an
+    authenticated one (the token's signature checks out)."""
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
         try:
@@ -47,16 +60,39 @@ def caller_identity(connection: HTTPConnection, resources: ResourcesDep) -> tupl
 
 async def api_budget(connection: HTTPConnection, resources: ResourcesDep) -> None:
     """Each caller's budget on the whole API; the `RateLimit-*` headers on every answer
-    (errors and 304s included: they are added on the way out)."""
+    (errors and 304s included: they are added on the way out). An API key is counted as
+    itself only once verified (`remember_key`); until then, and on routes that never
+    look at it, the request spends its address's anonymous budget, so made-up keys buy
+    nothing."""
     settings = resources.settings.rate_limit
     if not settings.enabled:
         return
-    identity, authenticated = caller_identity(connection, resources)
-    per_minute = settings.per_caller_per_minute if authenticated else settings.anonymous_per_minute
-    decision = await resources.limiter.hit(Limit("api", per_minute, 60), identity)
+    api_key = connection.headers.get(API_KEY_HEADER)
+    if api_key:
+        decision, known = await resources.limiter.hit_if_known(
+            known_key_marker(api_key),
+            known=(Limit("api", settings.per_caller_per_minute, 60), f"key:{_key_digest(api_key)}"),
+            otherwise=(
+                Limit("api", settings.anonymous_per_minute, 60),
+                f"addr:{client_address(connection)}",
+            ),
+        )
+        connection.scope[KNOWN_KEY_SCOPE] = known
+    else:
+        identity, authenticated = caller_identity(connection, resources)
+        per_minute = (
+            settings.per_caller_per_minute if authenticated else settings.anonymous_per_minute
+        )
+        decision = await resources.limiter.hit(Limit("api", per_minute, 60), identity)
     if not decision.admitted:
         raise decision.refuse()
     add_response_headers(connection.scope, decision.headers())
+
+
+async def remember_key(connection: HTTPConnection, resources: Resources, api_key: str) -> None:
+    """After a key checked out against the database: count it as itself from now on."""
+    if resources.settings.rate_limit.enabled and not connection.scope.get(KNOWN_KEY_SCOPE):
+        await resources.redis.set(known_key_marker(api_key), "1", ex=KNOWN_KEY_TTL_SECONDS)
 
 
 ApiBudget = Depends(api_budget)
