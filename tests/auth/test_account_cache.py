@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from app.auth.accounts import account_key
 from app.bootstrap import ensure_superuser
 from app.core.resources import Resources
-from tests.factories import Account, create_account, create_item, login
+from tests.factories import PASSWORD, Account, create_account, create_item, login
 
 ME = "/api/v1/users/me"
 USERS = "/api/v1/users"
@@ -119,7 +119,9 @@ async def test_a_deleted_account_is_refused_although_it_was_cached(
 ) -> None:
     account = await create_account(committed_client)
     assert (await committed_client.get(ME, headers=account.headers)).status_code == 200
-    deleted = await committed_client.delete(ME, headers=account.headers)
+    deleted = await committed_client.request(
+        "DELETE", ME, json={"current_password": PASSWORD}, headers=account.headers
+    )
     assert deleted.status_code == 204
     assert (await committed_client.get(ME, headers=account.headers)).status_code == 401
     items = await committed_client.get("/api/v1/items", headers=account.headers)

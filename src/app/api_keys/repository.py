@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import ApiKey, User
@@ -43,9 +43,13 @@ async def get(session: AsyncSession, key_id: UUID) -> ApiKey | None:
     return await session.get(ApiKey, key_id)
 
 
-async def delete(session: AsyncSession, key: ApiKey) -> None:
-    await session.delete(key)
-    await session.flush()
+async def delete_of(session: AsyncSession, key_id: UUID, user_id: UUID) -> bool:
+    """Delete the key if `user_id` owns it; False when there was none to delete (another
+    user's, or one a concurrent request deleted first)."""
+    deleted = await session.scalar(
+        delete(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id).returning(ApiKey.id)
+    )
+    return deleted is not None
 
 
 async def mark_used(session: AsyncSession, key_id: UUID, *, now: datetime) -> None:

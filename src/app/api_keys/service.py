@@ -64,10 +64,8 @@ async def list_for(session: AsyncSession, owner: User) -> Sequence[ApiKey]:
 
 
 async def delete(session: AsyncSession, owner: User, key_id: UUID) -> None:
-    api_key = await repository.get(session, key_id)
-    if api_key is None or api_key.user_id != owner.id:
+    if not await repository.delete_of(session, key_id, owner.id):
         raise NotFound("API key not found")
-    await repository.delete(session, api_key)
 
 
 async def authenticate(session: AsyncSession, presented: str) -> Principal:
