@@ -104,7 +104,13 @@ async def test_production_answers_its_own_hosts_and_the_probes(settings: Setting
         probe = await http.get("/health/live")
         scrape = await http.get("/metrics")
         named = await http.get(ITEMS, headers={"Host": "api.example.com"})
+        ported = await http.get(ITEMS, headers={"Host": "API.example.com:443"})
+        lookalike = await http.get(ITEMS, headers={"Host": "api.example.com.evil.test"})
     assert refused.status_code == 400
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:problem:invalid-host"
+    assert lookalike.status_code == 400
+    assert ported.status_code == 401
     assert probe.status_code == 200  # Kubernetes probes use the pod's address
     assert scrape.status_code == 404  # so do scrapers (the metrics are off here: 404)
     assert named.status_code == 401  # through, to authentication

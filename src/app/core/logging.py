@@ -8,6 +8,7 @@ import re
 import sys
 from datetime import UTC, datetime
 from typing import Literal
+from urllib.parse import unquote
 
 from app.core.context import request_id_var
 
@@ -21,9 +22,10 @@ class RequestIdFilter(logging.Filter):
 # What a log line must never carry, whoever wrote it (our code, uvicorn's DEBUG dump of
 # WebSocket handshake headers, a library's exception message):
 _SECRETS = (
-    # An access token in the query string of an API URL (the WebSocket's `?token=`
-    # fallback), as in uvicorn's "WebSocket /api/v1/ws?token=..." lines.
-    (re.compile(r"(/api/v\d+/\S*?[?&](?:token|access_token)=)[^&\s\"']+"), r"\1[redacted]"),
+    # The query string of any path, as in uvicorn's "WebSocket /api/v1/ws?token=..."
+    # lines: it may hold a token (the WebSocket's `?token=` fallback) or what a user
+    # searched for (`?q=`), personal data either way. The path stays.
+    (re.compile(r"(/[^\s?\"']*)\?[^\s\"']+"), r"\1?[redacted]"),
     # A credential-bearing header, as `name: value` (uvicorn's "< x-api-key: ..." lines).
     (
         re.compile(
@@ -39,10 +41,22 @@ _SECRETS = (
 )
 
 
-def redact(text: str) -> str:
+def _redacted(text: str) -> str:
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
+
+
+def redact(text: str) -> str:
+    """`text` without secrets, also those percent-encoded to slip past the patterns
+    (`%74oken=`, `ey%4A...`): when the decoded form holds one, the decoded form is
+    logged, redacted."""
+    cleaned = _redacted(text)
+    if "%" in cleaned:
+        decoded = unquote(cleaned)
+        if decoded != cleaned and _redacted(decoded) != decoded:
+            return _redacted(decoded)
+    return cleaned
 
 
 class TextFormatter(logging.Formatter):
@@ -78,7 +92,14 @@ def configure_logging(level: str, fmt: Literal["text", "json"]) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # uvicorn and arq install their own handlers; route their records through ours.
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "arq"):
+    for name in ("uvicorn", "uvicorn.error", "arq"):
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+    # The access log is the app's own (app.access: the route template, never the query
+    # string, one line per request). uvicorn writes its own only when `uvicorn.access`
+    # has a handler, its own or by propagation: it must have neither, whichever way the
+    # app is served (`app serve`, `uvicorn app.main:app`, `fastapi run`).
+    access = logging.getLogger("uvicorn.access")
+    access.handlers[:] = []
+    access.propagate = False

@@ -10,7 +10,6 @@ from collections.abc import Iterable, Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.middleware.gzip import GZipMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -254,13 +253,57 @@ class GZipWhenAcceptedMiddleware(GZipMiddleware):
         await self.app(scope, receive, send)
 
 
-class HealthExemptTrustedHostMiddleware(TrustedHostMiddleware):
-    """Starlette's Host check, except for the health probes and the metrics, which
-    orchestrators and scrapers send to a pod's own address (Kubernetes uses the pod IP
-    as Host; /metrics has credentials of its own)."""
+class HealthExemptTrustedHostMiddleware:
+    """Refuse a request whose `Host` is not one of `allowed_hosts` (exact names, or
+    `*.example.com` for subdomains) with a 400 problem, as every other error; a
+    WebSocket is closed with 1008. The health probes and the metrics are exempt:
+    orchestrators and scrapers send a pod's own address (Kubernetes uses the pod IP as
+    Host; /metrics has credentials of its own). Starlette's TrustedHostMiddleware does
+    the same check but answers `text/plain`."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = [pattern.lower() for pattern in allowed_hosts]
+        self.allow_any = "*" in self.allowed
+        for pattern in self.allowed:
+            wildcard = pattern.startswith("*.") and "*" not in pattern[1:]
+            if pattern != "*" and "*" in pattern and not wildcard:
+                raise ValueError(f"host patterns look like '*.example.com', not {pattern!r}")
+
+    def _trusted(self, scope: Scope) -> bool:
+        host = _host_of(scope)
+        return host is not None and any(
+            host == pattern or (pattern.startswith("*.") and host.endswith(pattern[1:]))
+            for pattern in self.allowed
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_operational(scope["path"]):
+        kind = scope["type"]
+        if (
+            self.allow_any
+            or kind not in ("http", "websocket")
+            or (kind == "http" and is_operational(scope["path"]))
+            or self._trusted(scope)
+        ):
             await self.app(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
+        elif kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "invalid host"})
+        else:
+            response = problem(
+                Request(scope),
+                status=400,
+                detail="The Host header names no host this service answers for",
+                code="invalid-host",
+            )
+            await response(scope, receive, send)
+
+
+def _host_of(scope: Scope) -> str | None:
+    """The host of the `Host` header, lower case and without its port; None if absent."""
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value.decode("latin-1").strip().lower()
+            if host.startswith("["):  # an IPv6 literal, [::1]:8000
+                return host[: host.find("]") + 1] or None
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host or None
+    return None
