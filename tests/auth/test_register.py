@@ -6,7 +6,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.models import User
-from tests.factories import PASSWORD, unique_email
+from tests.factories import PASSWORD, login, unique_email
 
 REGISTER = "/api/v1/auth/register"
 
@@ -46,6 +46,27 @@ async def test_register_twice_is_409_whatever_the_case(client: httpx.AsyncClient
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"
     assert again.json()["detail"] == "This email is already registered"
+
+
+def _full_width(text: str) -> str:
+    """`text` with its ASCII letters and digits in their full-width forms (U+FF01...)."""
+    return "".join(chr(ord(c) + 0xFEE0) if c.isascii() and c.isalnum() else c for c in text)
+
+
+async def test_one_address_in_another_unicode_form_is_the_same_account(
+    client: httpx.AsyncClient, db: AsyncSession
+) -> None:
+    """A full-width spelling normalises (NFKC) to the same address: 409, and it logs in."""
+    email = unique_email()
+    local, domain = email.split("@")
+    variant = f"{_full_width(local[:3])}{local[3:]}@{domain}".upper()
+    assert variant.lower() != email
+    first = await client.post(REGISTER, json={"email": email, "password": PASSWORD})
+    again = await client.post(REGISTER, json={"email": variant, "password": PASSWORD})
+    assert (first.status_code, again.status_code) == (201, 409)
+    assert await db.scalar(select(User.email).where(User.email == email)) == email
+    signed_in = await login(client, variant, PASSWORD)
+    assert signed_in.status_code == 200
 
 
 @pytest.mark.parametrize("email", ["not-an-email", "a@", "@example.com", "a" * 320 + "@x.com"])

@@ -34,6 +34,7 @@ from app.core.security import (
 )
 from app.models import User
 from app.users import repository as user_repository
+from app.users.schemas import normalize_email
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ async def login(
     client_address: str,
     kit: AuthKit,
 ) -> TokenPair:
-    email = email.strip().lower()
+    email = normalize_email(email)
     throttle = LoginThrottle(kit.redis, kit.settings.auth)
     await throttle.reserve(email, client_address)
     found = await _user_by_email(maker, email)

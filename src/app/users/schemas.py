@@ -1,19 +1,30 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import datetime
 from typing import Annotated, Self
 from uuid import UUID
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    EmailStr,
+    Field,
+    model_validator,
+)
 
 from app.core.schemas import NO_NUL, PartialUpdate, example_config
 from app.models import Role
 
 
-def _lower(value: str) -> str:
-    return value.lower()
+def normalize_email(value: str) -> str:
+    """The one form an address is stored, looked up and compared in: NFKC (a full-width
+    `\uff41lice` is `alice`, a ligature its letters), lower case, no surrounding space."""
+    return unicodedata.normalize("NFKC", value).strip().lower()
 
 
 # A letter (a word character that is neither a digit nor `_`) and a digit, in either
@@ -30,7 +41,8 @@ def _letter_and_digit(value: str) -> str:
     return value
 
 
-# Emails are compared case-insensitively: stored and looked up lower-cased. Beyond the
+# Emails are compared in one form (`normalize_email`, applied before validation, so the
+# validator sees what is stored): two spellings of one address are one account. Beyond the
 # syntax, email-validator refuses domains that can never receive mail (no dot, or a
 # special-use name such as `.test` or `.arpa`); the documented pattern says so too.
 EMAIL_DOMAIN_PATTERN = (
@@ -41,7 +53,8 @@ EMAIL_DOMAIN_PATTERN = (
 Email = Annotated[
     EmailStr,
     Field(max_length=320, json_schema_extra={"pattern": EMAIL_DOMAIN_PATTERN}),
-    AfterValidator(_lower),
+    BeforeValidator(lambda value: normalize_email(value) if isinstance(value, str) else value),
+    AfterValidator(normalize_email),
 ]
 # At least 8 characters with a letter and a digit; the upper bound keeps argon2 input sane.
 Password = Annotated[
