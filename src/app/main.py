@@ -137,6 +137,7 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         per_path={f"{API_PREFIX}/files": settings.files.max_request_bytes},
+        stall_seconds=settings.body_stall_timeout_seconds,
     )
     # Level 6 (zlib's default): level 9, Starlette's, costs about twice the CPU for a
     # few per cent smaller JSON.

@@ -268,6 +268,10 @@ class Settings(_Group):
     # Seconds GET /items/{id} may answer from Redis (kept right by every write; 0: off).
     item_cache_seconds: Annotated[int, Field(ge=0)] = 60
     max_body_bytes: PositiveInt = 1_048_576
+    # Longest wait for the next part of a request body (an upload included) before the
+    # request is answered 408: a client sending a byte every few seconds cannot hold a
+    # connection and its worker forever. Headers are the proxy's to time out (docs).
+    body_stall_timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     # Net allocations between two young garbage collections once the service has
     # started; what is alive after startup is frozen out of collection
     # (app.core.collector). 0: the interpreter's own settings (700, nothing frozen).

@@ -3,6 +3,7 @@ a task per request)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import time
@@ -43,19 +44,26 @@ def _add_missing(message: Message, additions: RawHeaders) -> None:
 
 class BodySizeLimitMiddleware:
     """Refuse a request body above `max_bytes` (or the limit `per_path` gives its exact
-    path, such as the upload route's) with 413.
+    path, such as the upload route's) with 413, and one that stalls with 408.
 
     A declared `Content-Length` above the limit is refused before the application runs
     or reads anything; a body without one (chunked) is counted while it streams in and
-    refused the moment it passes the limit.
+    refused the moment it passes the limit. While a body is still coming, each wait for
+    its next part is bounded by `stall_seconds` (after the body, a wait is for the
+    client to disconnect, which streams do for hours, and is not bounded).
     """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        per_path: Mapping[str, int] | None = None,
+        stall_seconds: float = 30.0,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = dict(per_path or {})
+        self.stall_seconds = stall_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,12 +92,21 @@ class BodySizeLimitMiddleware:
             return
 
         received = 0
+        complete = False
 
         async def receive_limited() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.stall_seconds):
+                    message = await receive()
+            except TimeoutError:
+                detail = f"No part of the request body arrived for {self.stall_seconds:g} s"
+                raise HTTPException(408, detail, headers={"Connection": "close"}) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     raise HTTPException(413, f"The request body exceeds {limit} bytes")
             return message
