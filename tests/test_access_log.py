@@ -35,7 +35,7 @@ async def _drive(base: str) -> str:
         body = {"email": email, "password": "access-log-password-1"}
         assert (await api.post("/api/v1/auth/register", json=body)).status_code == 201
         form = {"username": email, "password": body["password"]}
-        token = (await api.post("/api/v1/auth/token", data=form)).json()["access_token"]
+        token: str = (await api.post("/api/v1/auth/token", data=form)).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         for _ in range(3):
             assert (await api.get(SEARCH, headers=headers)).status_code == 200

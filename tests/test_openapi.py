@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 from asgi_lifespan import LifespanManager
+from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import SecretStr
 
 from app.auth.scopes import Scope
-from app.core.config import AuthSettings, Environment, MailSettings
+from app.core.config import AuthSettings, Environment, FilesSettings, MailSettings, Settings
+from app.items import imports
 from app.main import create_app
 from tests.conftest import build_test_settings
 from tests.factories import create_account
@@ -154,3 +157,113 @@ async def test_the_authorize_dialogs_password_flow_works(client: httpx.AsyncClie
     assert refreshed.status_code == 200
     unknown_field = await client.post(flow["tokenUrl"], data=form | {"admin": "yes"})
     assert unknown_field.status_code == 422
+
+
+def _refs(node: Any, where: str = "#") -> Iterator[tuple[str, str]]:
+    """Every `$ref` in a document, with the JSON pointer of the object that holds it."""
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield where, node["$ref"]
+        for key, value in node.items():
+            yield from _refs(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _refs(value, f"{where}/{index}")
+
+
+def _follow(document: dict[str, Any], ref: str) -> Any:
+    """The node a local `$ref` points at (RFC 6901), or KeyError."""
+    assert ref.startswith("#/"), ref  # the document refers to nothing outside itself
+    node: Any = document
+    for token in ref[2:].split("/"):
+        token = token.replace("~1", "/").replace("~0", "~")
+        node = node[int(token)] if isinstance(node, list) else node[token]
+    return node
+
+
+async def test_the_document_is_valid_openapi_3_1(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    assert schema["openapi"].startswith("3.1.")
+    errors = [error.message for error in OpenAPIV31SpecValidator(schema).iter_errors()]
+    assert errors == []
+
+
+async def test_every_ref_resolves_within_the_document(client: httpx.AsyncClient) -> None:
+    """A `$ref` resolves against the document's root: pydantic's `#/$defs/...` left in
+    an operation does not, and tools skip what it describes."""
+    schema = (await client.get("/openapi.json")).json()
+    refs = list(_refs(schema))
+    assert len(refs) > 50  # the walk sees the document
+    for where, ref in refs:
+        try:
+            _follow(schema, ref)
+        except (KeyError, IndexError, ValueError):
+            raise AssertionError(f"{where}: {ref} does not resolve") from None
+    assert not any("$defs" in ref for _, ref in refs)
+
+
+async def test_the_event_stream_documents_each_event(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    stream = schema["paths"]["/api/v1/events"]["get"]["responses"]["200"]["content"]
+    event = stream["text/event-stream"]["schema"]
+    assert event["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/Event"}
+    assert {"Event", "EventType"} <= set(schema["components"]["schemas"])
+
+
+async def test_the_upload_encoding_lists_exactly_the_accepted_types(
+    client: httpx.AsyncClient, settings: Settings
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    form = schema["paths"]["/api/v1/files"]["post"]["requestBody"]["content"]
+    listed = form["multipart/form-data"]["encoding"]["files"]["contentType"]
+    assert [kind.strip() for kind in listed.split(",")] == settings.files.allowed_types
+    # What OPTIONS tells clients is the same list.
+    options = await client.options("/api/v1/files")
+    assert options.headers["Upload-Content-Types"] == listed
+
+
+def test_the_upload_encoding_follows_the_settings() -> None:
+    """The list is the app's FILES_ALLOWED_TYPES (and the count its
+    FILES_MAX_FILES_PER_REQUEST), not a copy made at import."""
+    files = FilesSettings(
+        _env_file=None,
+        allowed_types=["image/png", "application/octet-stream"],
+        max_files_per_request=3,
+    )
+    schema = create_app(build_test_settings(files=files)).openapi()
+    form = schema["paths"]["/api/v1/files"]["post"]["requestBody"]["content"]
+    encoding = form["multipart/form-data"]["encoding"]
+    assert encoding == {"files": {"contentType": "image/png, application/octet-stream"}}
+    # An empty upload is a 422, more files than the limit too: the schema says both.
+    field = form["multipart/form-data"]["schema"]["properties"]["files"]
+    assert (field["minItems"], field["maxItems"]) == (1, 3)
+
+
+async def test_the_import_documents_its_csv_rules_and_its_422(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    operation = schema["paths"]["/api/v1/items/imports"]["post"]
+    responses = operation["responses"]
+    for status in ("400", "401", "403", "409", "413", "422", "429"):
+        assert list(responses[status]["content"]) == ["application/problem+json"], status
+    assert "`title` or `price`" in responses["422"]["description"]
+    for column in imports.COLUMNS:
+        assert f"`{column}`" in operation["description"], column
+    assert f"{imports.MAX_ROWS:,} rows" in operation["description"]
+    form = schema["components"]["schemas"]["ImportForm"]
+    assert form["properties"]["file"]["description"] == imports.CSV_RULES
+
+
+async def test_a_csv_without_the_required_columns_gets_the_documented_422(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await create_account(client)
+    response = await client.post(
+        "/api/v1/items/imports",
+        files={"file": ("items.csv", b"name,cost\nLamp,12\n", "text/csv")},
+        headers=account.headers,
+    )
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "title, price" in response.json()["detail"]

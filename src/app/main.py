@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
+from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from app.api_keys.router import router as api_keys_router
@@ -33,7 +34,7 @@ from app.core.middleware import (
 )
 from app.core.resources import Resources
 from app.core.schemas import drop_null, openapi_operations
-from app.files.router import UPLOAD_LIMIT_HEADERS
+from app.files.router import UPLOAD_LIMIT_HEADERS, document_upload_limits
 from app.files.router import router as files_router
 from app.health.metrics import router as metrics_router
 from app.health.router import LIVE_BODY, LIVE_PATH
@@ -41,6 +42,7 @@ from app.health.router import router as health_router
 from app.items.router import router as items_router
 from app.jobs.router import router as jobs_router
 from app.realtime.hub import EventHub
+from app.realtime.router import REFERENCED_MODELS as REALTIME_MODELS
 from app.realtime.router import router as realtime_router
 from app.users.router import router as users_router
 
@@ -86,14 +88,51 @@ def _parameters_are_never_null(openapi: dict[str, Any]) -> None:
                 drop_null(parameter.get("schema", {}))
 
 
-def _document_problems(app: FastAPI) -> None:
+def _add_component_schemas(openapi: dict[str, Any], models: tuple[type[BaseModel], ...]) -> None:
+    """Models that responses name by hand (a `$ref` in `responses=`) are never seen by
+    FastAPI, so they and the models they use are added to `components/schemas`: every
+    `$ref` then resolves within the document (pydantic's own `$defs` would not)."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(
+            ref_template="#/components/schemas/{model}", mode="serialization"
+        )
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas.setdefault(model.__name__, schema)
+
+
+def _streams_in_openapi_3_1(openapi: dict[str, Any]) -> None:
+    """FastAPI documents a stream's items with `itemSchema`, which OpenAPI 3.2 added and
+    a 3.1 media type may not hold. In 3.1 an event stream's `schema` describes one event
+    (so Schemathesis reads it): the item schema becomes the schema. Other streams (JSON
+    Lines) have no 3.1 form: it stays as the extension `x-itemSchema`, beside the
+    response's description of each line."""
+    for operation in openapi_operations(openapi):
+        for response in operation.get("responses", {}).values():
+            for media_type, content in response.get("content", {}).items():
+                item = content.pop("itemSchema", None)
+                if item is None:
+                    continue
+                if media_type == "text/event-stream" and "schema" not in content:
+                    content["schema"] = item
+                else:
+                    content["x-itemSchema"] = item
+
+
+def _customise_openapi(app: FastAPI, settings: Settings) -> None:
+    """The generated document, completed once: the problem and event schemas, and what
+    only this app's settings know (the upload's accepted types and file count)."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
             add_problem_schemas(schema)
+            _add_component_schemas(schema, REALTIME_MODELS)
             _parameters_are_never_null(schema)
+            _streams_in_openapi_3_1(schema)
+            document_upload_limits(schema["paths"][f"{API_PREFIX}/files"]["post"], settings.files)
         assert app.openapi_schema is not None
         return app.openapi_schema
 
@@ -209,7 +248,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_exception_handler(ReplayResponse, replay_handler)
-    _document_problems(app)
+    _customise_openapi(app, settings)
     _add_middleware(app, settings)
 
     # FastAPI matches a request against the routes one by one, and each level of

@@ -10,6 +10,7 @@ from fastapi.responses import FileResponse
 from app.auth.actor import Actor
 from app.auth.dependencies import FilesReader, FilesWriter, acting
 from app.auth.scopes import Scope
+from app.core.config import FilesSettings
 from app.core.dependencies import ResourcesDep, SessionDep
 from app.core.errors import NotFound, problem_responses
 from app.core.http import REVALIDATE, REVALIDATE_WITH_ETAG, ConditionalGet, http_date
@@ -28,13 +29,37 @@ UPLOAD_LIMIT_HEADERS = (
     "Upload-Content-Types",
 )
 
+# Every route spends the caller's budget (429) and needs Redis and PostgreSQL (503);
+# every route but OPTIONS needs a caller (401) whose API key holds the scope (403).
 router = APIRouter(
     prefix="/files",
     tags=["files"],
     route_class=IdempotentRoute,
     dependencies=[REVALIDATE_WITH_ETAG],
-    responses=problem_responses(401),
+    responses=problem_responses(429, 503),
 )
+_CALLER = problem_responses(401, 403)
+
+
+def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """A problem response that says when it happens, not only its status phrase."""
+    return {status: {**problem_responses(status)[status], "description": description}}
+
+
+def accepted_types(limits: FilesSettings) -> str:
+    """The content types a file part may declare, comma-separated: the list the upload
+    checks (`_accepted_type` in app.files.upload), as `OPTIONS` and OpenAPI state it."""
+    return ", ".join(limits.allowed_types)
+
+
+def document_upload_limits(operation: dict[str, Any], limits: FilesSettings) -> None:
+    """State in the upload operation the types this app accepts (`encoding`) and how
+    many files one upload may hold. They are settings (FILES_ALLOWED_TYPES,
+    FILES_MAX_FILES_PER_REQUEST), known once the app is built, not when this module is
+    imported: app.main calls this when it generates the document."""
+    form = operation["requestBody"]["content"]["multipart/form-data"]
+    form["encoding"] = {"files": {"contentType": accepted_types(limits)}}
+    form["schema"]["properties"]["files"]["maxItems"] = limits.max_files_per_request
 
 
 # The body is parsed by the endpoint as it streams (see app.files.upload), so FastAPI is
@@ -52,6 +77,7 @@ _UPLOAD_BODY: dict[str, Any] = {
                         "files": {
                             "type": "array",
                             "items": {"type": "string", "format": "binary"},
+                            "minItems": 1,
                             "description": "One or more files (repeat the field).",
                         },
                         "description": {
@@ -61,7 +87,6 @@ _UPLOAD_BODY: dict[str, Any] = {
                         },
                     },
                 },
-                "encoding": {"files": {"contentType": "application/octet-stream"}},
                 "examples": {
                     "two files": {
                         "summary": "A photo and a note, described together",
@@ -82,7 +107,30 @@ _UPLOAD_BODY: dict[str, Any] = {
     status_code=status.HTTP_201_CREATED,
     response_model=list[FileRead],
     openapi_extra=_UPLOAD_BODY,
-    responses=problem_responses(400, 413, 415, 422),
+    responses={
+        **_CALLER,
+        **_problem(
+            400,
+            "Not a `multipart/form-data` body with a boundary, a malformed one, or a part "
+            "without a `Content-Disposition` name",
+        ),
+        **_problem(
+            413,
+            "A file is larger than `FILES_MAX_FILE_BYTES`, or the request than "
+            "`FILES_MAX_REQUEST_BYTES` (`OPTIONS` tells both)",
+        ),
+        **_problem(
+            415,
+            "A file part declares no content type or one the `encoding` does not list, "
+            "or its first bytes do not match the type it declares",
+        ),
+        **_problem(
+            422,
+            "No file in `files`, a part that is neither `files` (with a filename) nor "
+            "`description`, more files than `FILES_MAX_FILES_PER_REQUEST`, a description "
+            "that is too long or not UTF-8, or a body that ends in the middle of a part",
+        ),
+    },
 )
 async def upload_files(
     request: Request,
@@ -130,12 +178,12 @@ async def upload_options(resources: ResourcesDep, response: Response) -> None:
             "Upload-Max-File-Bytes": str(limits.max_file_bytes),
             "Upload-Max-Request-Bytes": str(limits.max_request_bytes),
             "Upload-Max-Files": str(limits.max_files_per_request),
-            "Upload-Content-Types": ", ".join(limits.allowed_types),
+            "Upload-Content-Types": accepted_types(limits),
         }
     )
 
 
-@router.get("", response_model=Page[FileRead])
+@router.get("", response_model=Page[FileRead], responses=_CALLER)
 async def list_files(
     user: FilesReader, session: SessionDep, page: Annotated[PageParams, Query()]
 ) -> Paged[StoredFile]:
@@ -143,7 +191,9 @@ async def list_files(
     return await file_service.list_page(session, user, page=page)
 
 
-@router.get("/{file_id:uuid}", response_model=FileRead, responses=problem_responses(404))
+@router.get(
+    "/{file_id:uuid}", response_model=FileRead, responses={**_CALLER, **problem_responses(404)}
+)
 async def read_file(file_id: UUID, user: FilesReader, session: SessionDep) -> StoredFile:
     """A file's metadata. Another user's file answers 404."""
     return await file_service.get(session, user, file_id)
@@ -153,6 +203,7 @@ _CONTENT_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"content": {"application/octet-stream": {}}, "description": "The bytes"},
     206: {"description": "The requested range (`Range: bytes=...`)"},
     304: {"description": "Not Modified: `If-None-Match` still matches"},
+    **_CALLER,
     **problem_responses(404, 416),
 }
 
@@ -175,8 +226,9 @@ async def download_file(
     conditions: Annotated[ConditionalGet, Header()],
 ) -> FileResponse:
     """The bytes, as an attachment with the uploaded name, `ETag` (the SHA-256),
-    `Last-Modified` and byte ranges (`Range`, `If-Range`: 206, 416); 304 for a current
-    copy (`If-None-Match`, or `If-Modified-Since`)."""
+    `Last-Modified` and byte ranges (`Range`, `If-Range`: 206, 416; a `Range` that
+    cannot be parsed, or of more than 8 ranges, is ignored: 200); 304 for a current copy
+    (`If-None-Match`, or `If-Modified-Since`)."""
     file = await file_service.get(session, user, file_id)
     etag = f'"{file.sha256}"'
     conditions.check(etag, file.created_at, cache_control=REVALIDATE)
@@ -201,7 +253,9 @@ async def download_file(
 
 
 @router.delete(
-    "/{file_id:uuid}", status_code=status.HTTP_204_NO_CONTENT, responses=problem_responses(404)
+    "/{file_id:uuid}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={**_CALLER, **problem_responses(404)},
 )
 async def delete_file(
     file_id: UUID,

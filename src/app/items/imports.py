@@ -15,27 +15,86 @@ import codecs
 import csv
 import io
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.core.errors import UnprocessableContent
+from app.core.errors import UnprocessableContent, problem_responses
 from app.items.schemas import ItemCreate
+from app.models import ItemStatus
 
 MAX_ROWS = 1000
 COLUMNS = ("title", "description", "price", "status", "tags")
 REQUIRED = ("title", "price")
+OPTIONAL = tuple(name for name in COLUMNS if name not in REQUIRED)
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return ", ".join(f"`{name}`" for name in names)
+
+
+# What a file must be, for OpenAPI (the `file` field and the operation): written from
+# the constants `_parse` checks, so the document cannot drift from the parser.
+CSV_RULES = (
+    f"CSV, UTF-8 (a BOM is allowed), with a header row naming the columns: "
+    f"{_names(REQUIRED)} are required, {_names(OPTIONAL)} optional; names are matched "
+    "ignoring case and surrounding spaces, other columns (such as an export's `id` and "
+    "`created_at`) are ignored. Each row is an `ItemCreate`: `price` a decimal with at "
+    f"most two places (`12.50`), `status` one of {_names(tuple(ItemStatus))} (default "
+    f"`{ItemCreate.model_fields['status'].default}`), `tags` separated by `;`; an empty "
+    "optional cell takes the default. "
+    f"At most {MAX_ROWS:,} rows, and the request at most `MAX_BODY_BYTES`."
+)
+INVALID_FILE = (
+    "The form is invalid (no `file`, a `file` without a filename, an unknown field, an "
+    "unknown `on_invalid`), the file is not UTF-8 or not readable as CSV, its header row "
+    f"lacks {' or '.join(f'`{name}`' for name in REQUIRED)}, it has more than "
+    f"{MAX_ROWS:,} rows, or, with `on_invalid=reject`, some rows are not valid items: "
+    "`errors` then names each one `file.row<N>` (its line number) with what is wrong, "
+    "and nothing is created"
+)
+
+IMPORT_DESCRIPTION = (
+    f"Create items from a CSV file, in one transaction. The file: {CSV_RULES}\n\n"
+    "With `on_invalid=reject` (the default) nothing is created if a row is invalid (422 "
+    "lists them); with `skip` the valid rows are created and the others reported in "
+    "`skipped`. Send `Idempotency-Key` to make retries safe."
+)
+IMPORT_OPENAPI = {
+    "requestBody": {
+        "description": f"A form: the CSV `file` (a header row with at least {_names(REQUIRED)}; "
+        "see the field) and `on_invalid`."
+    }
+}
+
+
+def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
+    """A problem response that says when it happens, not only its status phrase."""
+    return {status: {**problem_responses(status)[status], "description": description}}
+
+
+IMPORT_RESPONSES = {
+    **problem_responses(403, 429, 503),
+    **_problem(413, "The request is larger than `MAX_BODY_BYTES`"),
+    **_problem(422, INVALID_FILE),
+}
 
 
 class ImportForm(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         arbitrary_types_allowed=True,
-        json_schema_extra={"examples": [{"file": "items.csv", "on_invalid": "reject"}]},
+        # The file's content, not its name: a client (or Schemathesis) sending the
+        # example sends a file the import accepts.
+        json_schema_extra={
+            "examples": [
+                {"file": "title,price,tags\nRed lamp,12.50,home;vintage\n", "on_invalid": "reject"}
+            ]
+        },
     )
 
-    file: UploadFile = Field(description="CSV, UTF-8, with a header row.")
+    file: UploadFile = Field(description=CSV_RULES)
     on_invalid: Annotated[
         Literal["reject", "skip"],
         Field(

@@ -26,7 +26,13 @@ from app.core.pagination import Page, PageParams
 from app.files.schemas import AttachmentCreate
 from app.items import service as item_service
 from app.items.events import cache_key
-from app.items.imports import ImportForm, ImportResult
+from app.items.imports import (
+    IMPORT_DESCRIPTION,
+    IMPORT_OPENAPI,
+    IMPORT_RESPONSES,
+    ImportForm,
+    ImportResult,
+)
 from app.items.schemas import ItemCreate, ItemFilters, ItemRead, ItemReplace, ItemUpdate
 from app.jobs.schemas import JobAccepted
 from app.models import Item
@@ -98,7 +104,9 @@ ImportSlot = Depends(import_slot, scope="function", max_concurrency=2)
     "/imports",
     status_code=status.HTTP_201_CREATED,
     dependencies=[ImportSlot],
-    responses=problem_responses(413, 422),
+    description=IMPORT_DESCRIPTION,
+    openapi_extra=IMPORT_OPENAPI,
+    responses=IMPORT_RESPONSES,
 )
 async def import_items(
     form: Annotated[ImportForm, Form(media_type="multipart/form-data")],
@@ -106,11 +114,8 @@ async def import_items(
     session: SessionDep,
     _idempotency: IdempotencyDep,
 ) -> ImportResult:
-    """Create items from a CSV file with a header row (`title` and `price` required;
-    `description`, `status` and `tags`, `;`-separated, optional: an export's own file is
-    accepted). At most 1,000 rows, in one transaction: with `on_invalid=reject` (the
-    default) nothing is created if a row is invalid (422 lists them), with `skip` the
-    valid rows are created and the others reported."""
+    """Documented from app.items.imports (`IMPORT_DESCRIPTION`), next to the parser's
+    constants, so what the document says a file must be is what `read_rows` checks."""
     return await item_service.import_csv(
         session, user, upload=form.file, skip_invalid=form.on_invalid == "skip"
     )

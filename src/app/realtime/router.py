@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, WebSocket
 from fastapi.sse import EventSourceResponse, ServerSentEvent
+from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from app.auth.dependencies import ApiKeyValue, authenticate_briefly
@@ -23,10 +24,32 @@ router = APIRouter(tags=["events"])
 # Browsers reconnect an EventSource after this many milliseconds.
 RECONNECT_MS = 2000
 
+# Models the responses below refer to by `$ref` but FastAPI never sees (the stream
+# yields `ServerSentEvent`s of pre-rendered JSON): app.main adds them to the components.
+REFERENCED_MODELS: tuple[type[BaseModel], ...] = (Event,)
+
+# One event of the stream, in the fields FastAPI's SSE `itemSchema` names (app.main
+# restates it in OpenAPI 3.1 terms); `data` is an `Event` as JSON.
 _EVENT_STREAM = {
     "description": "A stream of events: `event:` is the type, `id:` the event id, `data:` "
     "the `Event` as JSON; a `: ping` comment every 15 s keeps idle connections open.",
-    "content": {"text/event-stream": {"schema": Event.model_json_schema()}},
+    "content": {
+        "text/event-stream": {
+            "itemSchema": {
+                "type": "object",
+                "required": ["data", "event", "id"],
+                "properties": {
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": "#/components/schemas/Event"},
+                    },
+                    "event": {"$ref": "#/components/schemas/EventType"},
+                    "id": {"type": "string", "pattern": EVENT_ID_PATTERN, "maxLength": 41},
+                },
+            }
+        }
+    },
 }
 
 
@@ -50,7 +73,8 @@ async def stream_events(
     ] = None,
 ) -> AsyncIterable[ServerSentEvent]:
     """Your events as Server-Sent Events: `item.created`, `item.updated`, `item.deleted`,
-    `job.completed`, `job.failed`. Admins may ask for every user's with `scope=all`.
+    `job.completed`, `job.failed`, `file.uploaded`. Admins may ask for every user's with
+    `scope=all`.
 
     The stream ends when the access token expires or the server restarts; reconnect
     with `Last-Event-ID` to receive what you missed (the last
