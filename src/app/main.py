@@ -12,7 +12,6 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
 from fastapi.telemetry import TelemetryConfig
-from pydantic import BaseModel
 from starlette.types import ASGIApp
 
 from app.api_keys.router import router as api_keys_router
@@ -33,7 +32,7 @@ from app.core.middleware import (
     HealthExemptTrustedHostMiddleware,
 )
 from app.core.resources import Resources
-from app.core.schemas import drop_null, openapi_operations
+from app.core.schemas import add_component_schemas, drop_null, openapi_operations
 from app.files.router import UPLOAD_LIMIT_HEADERS, document_upload_limits
 from app.files.router import router as files_router
 from app.health.metrics import router as metrics_router
@@ -88,20 +87,6 @@ def _parameters_are_never_null(openapi: dict[str, Any]) -> None:
                 drop_null(parameter.get("schema", {}))
 
 
-def _add_component_schemas(openapi: dict[str, Any], models: tuple[type[BaseModel], ...]) -> None:
-    """Models that responses name by hand (a `$ref` in `responses=`) are never seen by
-    FastAPI, so they and the models they use are added to `components/schemas`: every
-    `$ref` then resolves within the document (pydantic's own `$defs` would not)."""
-    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    for model in models:
-        schema = model.model_json_schema(
-            ref_template="#/components/schemas/{model}", mode="serialization"
-        )
-        for name, definition in schema.pop("$defs", {}).items():
-            schemas.setdefault(name, definition)
-        schemas.setdefault(model.__name__, schema)
-
-
 def _streams_in_openapi_3_1(openapi: dict[str, Any]) -> None:
     """FastAPI documents a stream's items with `itemSchema`, which OpenAPI 3.2 added and
     a 3.1 media type may not hold. In 3.1 an event stream's `schema` describes one event
@@ -129,7 +114,7 @@ def _customise_openapi(app: FastAPI, settings: Settings) -> None:
         if app.openapi_schema is None:
             schema = generate()
             add_problem_schemas(schema)
-            _add_component_schemas(schema, REALTIME_MODELS)
+            add_component_schemas(schema, REALTIME_MODELS)
             _parameters_are_never_null(schema)
             _streams_in_openapi_3_1(schema)
             document_upload_limits(schema["paths"][f"{API_PREFIX}/files"]["post"], settings.files)

@@ -39,10 +39,6 @@ async def with_owner(session: AsyncSession, prefix: str) -> tuple[ApiKey, User] 
     return None if row is None else (row[0], row[1])
 
 
-async def get(session: AsyncSession, key_id: UUID) -> ApiKey | None:
-    return await session.get(ApiKey, key_id)
-
-
 async def delete_of(session: AsyncSession, key_id: UUID, user_id: UUID) -> bool:
     """Delete the key if `user_id` owns it; False when there was none to delete (another
     user's, or one a concurrent request deleted first)."""

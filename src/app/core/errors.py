@@ -27,7 +27,7 @@ from starlette.routing import Match
 from app.core.breaker import is_unreachable
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
-from app.core.schemas import openapi_operations
+from app.core.schemas import add_component_schemas, openapi_operations
 
 logger = logging.getLogger(__name__)
 
@@ -134,26 +134,29 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries documenting problem+json bodies for `statuses`.
+def problem_responses(
+    *statuses: int, described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries documenting problem+json bodies for `statuses`, and
+    for the statuses of `described`, each with its text saying when it happens (the
+    others say their status phrase).
 
     The `Problem` schema they point to is added by `add_problem_schemas` (a `model` key
     would also document an `application/json` body, which the service never sends).
     """
+    descriptions = {status: HTTPStatus(status).phrase for status in statuses}
+    descriptions |= dict(described or {})
     return {
         status: {
-            "description": HTTPStatus(status).phrase,
+            "description": description,
             "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
         }
-        for status in statuses
+        for status, description in descriptions.items()
     }
 
 
 def add_problem_schemas(openapi: dict[str, Any]) -> None:
-    schema = Problem.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
-    schemas.update(schema.pop("$defs", {}))
-    schemas["Problem"] = schema
+    add_component_schemas(openapi, (Problem,), mode="validation")
     _document_shared_problems(openapi)
 
 

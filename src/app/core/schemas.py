@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,23 @@ def openapi_operations(openapi: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """Every operation of an OpenAPI document, for the passes that amend them."""
     for operations in openapi.get("paths", {}).values():
         yield from operations.values()
+
+
+def add_component_schemas(
+    openapi: dict[str, Any],
+    models: tuple[type[BaseModel], ...],
+    *,
+    mode: Literal["validation", "serialization"] = "serialization",
+) -> None:
+    """Add `models`, and the models they use, to `components/schemas`: for those that
+    responses name by hand (a `$ref` in `responses=`), which FastAPI never sees. Every
+    `$ref` then resolves within the document (pydantic's own `$defs` would not)."""
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}", mode=mode)
+        for name, definition in schema.pop("$defs", {}).items():
+            schemas.setdefault(name, definition)
+        schemas.setdefault(model.__name__, schema)
 
 
 def drop_null(schema: dict[str, Any]) -> None:

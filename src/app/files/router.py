@@ -41,11 +41,6 @@ router = APIRouter(
 _CALLER = problem_responses(401, 403)
 
 
-def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    """A problem response that says when it happens, not only its status phrase."""
-    return {status: {**problem_responses(status)[status], "description": description}}
-
-
 def accepted_types(limits: FilesSettings) -> str:
     """The content types a file part may declare, comma-separated: the list the upload
     checks (`_accepted_type` in app.files.upload), as `OPTIONS` and OpenAPI state it."""
@@ -107,30 +102,21 @@ _UPLOAD_BODY: dict[str, Any] = {
     status_code=status.HTTP_201_CREATED,
     response_model=list[FileRead],
     openapi_extra=_UPLOAD_BODY,
-    responses={
-        **_CALLER,
-        **_problem(
-            400,
-            "Not a `multipart/form-data` body with a boundary, a malformed one, or a part "
+    responses=problem_responses(
+        401,
+        403,
+        described={
+            400: "Not a `multipart/form-data` body with a boundary, a malformed one, or a part "
             "without a `Content-Disposition` name",
-        ),
-        **_problem(
-            413,
-            "A file is larger than `FILES_MAX_FILE_BYTES`, or the request than "
+            413: "A file is larger than `FILES_MAX_FILE_BYTES`, or the request than "
             "`FILES_MAX_REQUEST_BYTES` (`OPTIONS` tells both)",
-        ),
-        **_problem(
-            415,
-            "A file part declares no content type or one the `encoding` does not list, "
+            415: "A file part declares no content type or one the `encoding` does not list, "
             "or its first bytes do not match the type it declares",
-        ),
-        **_problem(
-            422,
-            "No file in `files`, a part that is neither `files` (with a filename) nor "
+            422: "No file in `files`, a part that is neither `files` (with a filename) nor "
             "`description`, more files than `FILES_MAX_FILES_PER_REQUEST`, a description "
             "that is too long or not UTF-8, or a body that ends in the middle of a part",
-        ),
-    },
+        },
+    ),
 )
 async def upload_files(
     request: Request,

@@ -15,7 +15,7 @@ import codecs
 import csv
 import io
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -69,16 +69,12 @@ IMPORT_OPENAPI = {
 }
 
 
-def _problem(status: int, description: str) -> dict[int | str, dict[str, Any]]:
-    """A problem response that says when it happens, not only its status phrase."""
-    return {status: {**problem_responses(status)[status], "description": description}}
-
-
-IMPORT_RESPONSES = {
-    **problem_responses(403, 429, 503),
-    **_problem(413, "The request is larger than `MAX_BODY_BYTES`"),
-    **_problem(422, INVALID_FILE),
-}
+IMPORT_RESPONSES = problem_responses(
+    403,
+    429,
+    503,
+    described={413: "The request is larger than `MAX_BODY_BYTES`", 422: INVALID_FILE},
+)
 
 
 class ImportForm(BaseModel):

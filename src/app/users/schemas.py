@@ -54,7 +54,6 @@ Email = Annotated[
     EmailStr,
     Field(max_length=320, json_schema_extra={"pattern": EMAIL_DOMAIN_PATTERN}),
     BeforeValidator(lambda value: normalize_email(value) if isinstance(value, str) else value),
-    AfterValidator(normalize_email),
 ]
 # At least 8 characters with a letter and a digit; the upper bound keeps argon2 input sane.
 Password = Annotated[

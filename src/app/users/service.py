@@ -57,9 +57,7 @@ async def update_me(
         maker, account_id, data.current_password, kit=kit, client_address=client_address
     )
     hashed_password = await _new_hash(changes, kit.passwords)
-    user = await active(session, account_id)
-    if user.hashed_password != before.hashed_password:
-        raise Conflict("The password was changed meanwhile; send the request again")
+    user = await _unchanged_since(session, before)
     await _apply(session, user, changes, hashed_password=hashed_password)
     return user
 
@@ -82,6 +80,15 @@ async def confirm_password(
         raise Forbidden("The current password is incorrect")
     await throttle.succeeded(before.email, client_address)
     return before
+
+
+async def _unchanged_since(session: AsyncSession, before: User) -> User:
+    """The account again, in the request's session, whose password must still be the one
+    `confirm_password` checked (a concurrent change would make the check stale)."""
+    user = await active(session, before.id)
+    if user.hashed_password != before.hashed_password:
+        raise Conflict("The password was changed meanwhile; send the request again")
+    return user
 
 
 async def active(session: AsyncSession, account_id: UUID) -> User:
@@ -110,9 +117,7 @@ async def delete_me(
     before = await confirm_password(
         maker, account_id, current_password, kit=kit, client_address=client_address
     )
-    user = await active(session, account_id)
-    if user.hashed_password != before.hashed_password:
-        raise Conflict("The password was changed meanwhile; send the request again")
+    user = await _unchanged_since(session, before)
     await _keep_an_admin(session, user)
     await _delete(session, user, storage=storage)
 
