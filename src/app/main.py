@@ -32,6 +32,7 @@ from app.core.middleware import (
     HealthExemptTrustedHostMiddleware,
 )
 from app.core.resources import Resources
+from app.core.retry import RetryTransientMiddleware
 from app.core.schemas import add_component_schemas, drop_null, openapi_operations
 from app.files.router import UPLOAD_LIMIT_HEADERS, document_upload_limits
 from app.files.router import router as files_router
@@ -157,6 +158,9 @@ def _add_middleware(app: FastAPI, settings: Settings) -> None:
     """All pure ASGI, added innermost first. The edge layer wraps even Starlette's
     outermost error layer, so the request id, the security headers and the access log
     cover everything: 413s, refused hosts and the 500 of an unhandled exception."""
+    # Innermost: a request the database rolled back runs again below every other layer,
+    # so the client, the access log and the limits see one request.
+    app.add_middleware(RetryTransientMiddleware)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_body_bytes,

@@ -24,6 +24,7 @@ from app.core.dependencies import ResourcesDep
 from app.core.http import client_address
 from app.core.ratelimit import Limit
 from app.core.resources import Resources
+from app.core.retry import is_retry
 from app.core.security import InvalidTokenError, TokenType, sha256_hex
 
 API_KEY_HEADER = "X-API-Key"
@@ -65,7 +66,7 @@ async def api_budget(connection: HTTPConnection, resources: ResourcesDep) -> Non
     look at it, the request spends its address's anonymous budget, so made-up keys buy
     nothing."""
     settings = resources.settings.rate_limit
-    if not settings.enabled:
+    if not settings.enabled or is_retry(connection.scope):  # counted on the first run
         return
     api_key = connection.headers.get(API_KEY_HEADER)
     if api_key:
@@ -128,7 +129,7 @@ class PerAddress:
         self, connection: HTTPConnection, response: Response, resources: ResourcesDep
     ) -> None:
         settings: RateLimitSettings = resources.settings.rate_limit
-        if not settings.enabled:
+        if not settings.enabled or is_retry(connection.scope):
             return
         limit = Limit(self.name, getattr(settings, self.per_hour), 3600)
         decision = await resources.limiter.hit(limit, client_address(connection))

@@ -27,6 +27,7 @@ from starlette.routing import Match
 from app.core.breaker import is_unreachable
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
+from app.core.retry import is_transient, mark_retryable
 from app.core.schemas import add_component_schemas, openapi_operations
 
 logger = logging.getLogger(__name__)
@@ -278,13 +279,13 @@ async def _dependency_down(request: Request, exc: Exception) -> Response:
     return _unavailable(request, "A service this request needs is unavailable; retry shortly.")
 
 
-def _unavailable(request: Request, detail: str) -> Response:
+def _unavailable(request: Request, detail: str, *, retry_after: int = 5) -> Response:
     return problem(
         request,
         status=503,
         detail=detail,
         code="service-unavailable",
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": str(retry_after)},
     )
 
 
@@ -358,6 +359,16 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     # starts up, means the database is unavailable; anything else is a bug.
     if is_unreachable(exc):
         return await _dependency_down(request, exc)
+    if is_transient(exc):
+        # Rolled back by the server (a deadlock, a serialization failure): the request
+        # runs once more (app.core.retry); this answer only goes out if that fails too.
+        logger.warning(
+            "transient database error %s on %s %s", sqlstate, request.method, request.url.path
+        )
+        mark_retryable(request.scope)
+        return _unavailable(
+            request, "The request collided with a concurrent one; retry it.", retry_after=1
+        )
     if sqlstate == _STATEMENT_TIMEOUT:
         logger.warning("statement timeout on %s %s", request.method, request.url.path)
         return _unavailable(request, "The request took too long; retry shortly.")

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
@@ -40,6 +41,7 @@ from app.core import job_metrics
 from app.core.context import request_id_var
 from app.core.db import after_commit_batch, utcnow
 from app.core.ids import uuid7
+from app.core.retry import is_transient
 from app.models import JobOutbox
 
 if TYPE_CHECKING:
@@ -193,6 +195,13 @@ def _logged(name: str, function: JobFunction) -> JobFunction:
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # The database rolled the job's transaction back (a deadlock, a serialization
+            # failure): run it again soon, within the job's tries.
+            outcome = "retry"
+            raise transient_retry(attempt) from exc
         finally:
             elapsed = time.perf_counter() - started
             elapsed_ms = elapsed * 1000
@@ -227,3 +236,14 @@ def cron_job(function: JobFunction, *, name: str, timeout: int, **schedule: Any)
 def retry_backoff(attempt: int, base_seconds: float) -> Retry:
     """Retry after base, 2 x base, 4 x base... seconds (attempt 1 is the first try)."""
     return Retry(defer=base_seconds * 2 ** (attempt - 1))
+
+
+TRANSIENT_RETRY_BASE_SECONDS = 0.5
+TRANSIENT_RETRY_MAX_SECONDS = 30.0
+
+
+def transient_retry(attempt: int) -> Retry:
+    """After a transient database error: 0.5, 1, 2... seconds (at most 30), each scaled
+    by a random factor between 0.5 and 1.5, so jobs that collided do not collide again."""
+    delay = min(TRANSIENT_RETRY_MAX_SECONDS, TRANSIENT_RETRY_BASE_SECONDS * 2 ** (attempt - 1))
+    return Retry(defer=delay * random.uniform(0.5, 1.5))  # noqa: S311 (not a secret)
