@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.core.config import Settings
 from app.core.security import TokenCodec, TokenType
 from app.models import RefreshToken
+from tests.conftest import app_client
 from tests.factories import create_account
 
 REFRESH = "/api/v1/auth/refresh"
@@ -134,3 +135,56 @@ async def test_logout_needs_a_bearer(client: httpx.AsyncClient) -> None:
     account = await create_account(client)
     response = await client.post(LOGOUT, json={"refresh_token": account.refresh_token})
     assert response.status_code == 401
+
+
+def _bearer(pair: dict[str, str]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {pair['access_token']}"}
+
+
+async def test_a_reused_refresh_token_ends_every_access_token_of_its_sign_in_in_every_process(
+    committed_client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """The thief's and the owner's access tokens of that sign-in stop working at once,
+    in this process and in another one; another sign-in of the account goes on."""
+    account = await create_account(committed_client)
+    first = {"access_token": account.access_token, "refresh_token": account.refresh_token}
+    second = (
+        await committed_client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    ).json()
+    third = (
+        await committed_client.post(REFRESH, json={"refresh_token": second["refresh_token"]})
+    ).json()
+    other_sign_in = (
+        await committed_client.post(
+            "/api/v1/auth/token", data={"username": account.email, "password": account.password}
+        )
+    ).json()
+    async with app_client(settings) as other_process:
+        for pair in (first, second, third):
+            assert (await other_process.get(ME, headers=_bearer(pair))).status_code == 200
+
+        replay = await committed_client.post(
+            REFRESH, json={"refresh_token": first["refresh_token"]}
+        )
+        assert replay.status_code == 401
+
+        for client in (committed_client, other_process):
+            for pair in (first, second, third):
+                refused = await client.get(ME, headers=_bearer(pair))
+                assert refused.status_code == 401, pair
+                assert refused.json()["detail"] == "This access token has been revoked"
+            assert (await client.get(ME, headers=_bearer(other_sign_in))).status_code == 200
+
+
+async def test_logout_ends_the_access_tokens_of_earlier_refreshes_too(
+    client: httpx.AsyncClient,
+) -> None:
+    account = await create_account(client)
+    earlier = {"access_token": account.access_token}
+    latest = (await client.post(REFRESH, json={"refresh_token": account.refresh_token})).json()
+    response = await client.post(
+        LOGOUT, json={"refresh_token": latest["refresh_token"]}, headers=_bearer(latest)
+    )
+    assert response.status_code == 204
+    assert (await client.get(ME, headers=_bearer(earlier))).status_code == 401
+    assert (await client.get(ME, headers=_bearer(latest))).status_code == 401

@@ -20,6 +20,7 @@ a change made outside the ORM (SQL by hand) or whose cache write failed can go u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -72,20 +73,26 @@ class AccountCache:
         self._redis = redis
 
     async def lookup(
-        self, user_id: UUID, *, revoked_key: str, also: dict[str, object] | None = None
+        self,
+        user_id: UUID,
+        *,
+        revoked_keys: Sequence[str],
+        also: dict[str, object] | None = None,
     ) -> tuple[bool, Account | None]:
-        """Whether `revoked_key` (an access token's deny-list entry) is set, and the
-        cached account (None when not cached): one round trip, which also reads the keys
-        of `also` into it (app.core.context.want_from_redis). Redis errors propagate:
-        the deny-list cannot be skipped."""
+        """Whether any of `revoked_keys` (an access token's deny-list entries) is set,
+        and the cached account (None when not cached): one round trip, which also reads
+        the keys of `also` into it (app.core.context.want_from_redis). Redis errors
+        propagate: the deny-list cannot be skipped."""
         extra = list(also or ())
         if not self._cache.enabled and not extra:
-            return bool(await self._redis.exists(revoked_key)), None
-        revoked, raw, *values = await self._redis.mget(revoked_key, account_key(user_id), *extra)
+            return bool(await self._redis.exists(*revoked_keys)), None
+        raw, *values = await self._redis.mget(account_key(user_id), *revoked_keys, *extra)
+        denied, fetched = values[: len(revoked_keys)], values[len(revoked_keys) :]
         if also is not None:
-            also.update(zip(extra, values, strict=True))
+            also.update(zip(extra, fetched, strict=True))
         entry = parse_entry(raw) if self._cache.enabled else None
-        return revoked is not None, None if entry is None else Account.from_entry(user_id, entry)
+        revoked = any(value is not None for value in denied)
+        return revoked, None if entry is None else Account.from_entry(user_id, entry)
 
     async def fill(self, account: Account) -> None:
         """Cache what was read from the database (unless a newer version is there)."""

@@ -22,26 +22,43 @@ def revoked_access_key(jti: str) -> str:
     return f"auth:revoked-access:{jti}"
 
 
+def revoked_family_key(family_id: str) -> str:
+    """The Redis key that marks every access token of a sign-in (the tokens issued from
+    one login and its refreshes, claim `fam`) as revoked until the last one expires."""
+    return f"auth:revoked-family:{family_id}"
+
+
+def deny_list_keys(token_id: str, family_id: str | None) -> list[str]:
+    """The deny-list entries that would each revoke an access token."""
+    keys = [revoked_access_key(token_id)]
+    if family_id is not None:
+        keys.append(revoked_family_key(family_id))
+    return keys
+
+
 @dataclass(frozen=True, slots=True)
 class Credential:
     user_id: UUID
     # An access token: its jti and the account's token version it was valid for.
     token_id: str | None = None
     token_version: int | None = None
+    family_id: str | None = None
     # Or an API key.
     api_key_id: UUID | None = None
     # Subscribed to every user's events, which needs the admin role.
     everything: bool = False
 
 
-async def _logged_out(redis: Redis, token_ids: list[str]) -> set[str]:
-    if not token_ids:
+async def _logged_out(redis: Redis, tokens: list[Credential]) -> set[Credential]:
+    """The access-token credentials on the deny-list (their token or their sign-in)."""
+    if not tokens:
         return set()
     async with redis.pipeline(transaction=False) as pipe:
-        for token_id in token_ids:
-            pipe.exists(revoked_access_key(token_id))
+        for credential in tokens:
+            assert credential.token_id is not None
+            pipe.exists(*deny_list_keys(credential.token_id, credential.family_id))
         answers = await pipe.execute()
-    return {token_id for token_id, exists in zip(token_ids, answers, strict=True) if exists}
+    return {credential for credential, found in zip(tokens, answers, strict=True) if found}
 
 
 async def revoked(resources: Resources, credentials: Iterable[Credential]) -> set[Credential]:
@@ -74,7 +91,7 @@ async def revoked(resources: Resources, credentials: Iterable[Credential]) -> se
             else {}
         )
     logged_out = await _logged_out(
-        resources.redis, [c.token_id for c in credentials if c.token_id is not None]
+        resources.redis, [c for c in credentials if c.token_id is not None]
     )
     now = utcnow()
     gone = set()
@@ -93,6 +110,6 @@ async def revoked(resources: Resources, credentials: Iterable[Credential]) -> se
                 expires_at = keys[credential.api_key_id]
                 if expires_at is not None and expires_at <= now:
                     gone.add(credential)
-        elif credential.token_version != user.token_version or credential.token_id in logged_out:
+        elif credential.token_version != user.token_version or credential in logged_out:
             gone.add(credential)
     return gone

@@ -14,7 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.auth import repository
 from app.auth.accounts import Account, AccountCache
 from app.auth.actor import Actor
-from app.auth.credentials import Credential, revoked_access_key
+from app.auth.credentials import (
+    Credential,
+    deny_list_keys,
+    revoked_access_key,
+    revoked_family_key,
+)
 from app.auth.schemas import RegisterRequest, TokenPair
 from app.auth.scopes import EVERY_SCOPE
 from app.auth.throttle import LoginThrottle
@@ -41,6 +46,8 @@ logger = logging.getLogger(__name__)
 SEND_PASSWORD_RESET = "auth.send_password_reset"  # noqa: S105 - a job name
 SEND_WELCOME_EMAIL = "auth.send_welcome_email"
 _INVALID_CREDENTIALS = "Incorrect email or password"
+# The deny-list entry of a sign-in outlives its tokens by this much (seconds).
+_CLOCK_SKEW = 60
 
 
 class RefreshTokenReused(Unauthorized):
@@ -80,6 +87,8 @@ class Principal:
     token_expires_at: datetime
     scopes: frozenset[str] = EVERY_SCOPE
     api_key_id: UUID | None = None
+    # The sign-in (refresh token family) an access token was issued for.
+    family_id: str | None = None
 
     @property
     def actor(self) -> Actor:
@@ -93,6 +102,7 @@ class Principal:
             self.account.id,
             token_id=self.token_id,
             token_version=self.account.token_version,
+            family_id=self.family_id,
             everything=everything,
         )
 
@@ -164,7 +174,10 @@ async def refresh(session: AsyncSession, *, refresh_token: str, kit: AuthKit) ->
     if stored is None or stored.user_id != user_id or stored.revoked_at is not None:
         raise Unauthorized("Invalid refresh token")
     if stored.used_at is not None:
+        # Someone holds a copy: end the whole sign-in, its access tokens included (in
+        # every process: the deny-list is in Redis).
         await repository.revoke_refresh_family(session, stored.family_id)
+        _deny_family_after_commit(session, stored.family_id, kit)
         logger.warning(
             "refresh token reuse: family %s of user %s revoked", stored.family_id, user_id
         )
@@ -191,6 +204,19 @@ async def logout(
         )
 
     after_commit(session, revoke_access_token)
+    # The access tokens issued by the session's earlier refreshes end with it.
+    _deny_family_after_commit(session, stored.family_id, kit)
+
+
+def _deny_family_after_commit(session: AsyncSession, family_id: UUID, kit: AuthKit) -> None:
+    """Once committed, refuse every access token issued for the sign-in `family_id`,
+    until the last one it can have expires."""
+    lifetime = int(timedelta(minutes=kit.settings.auth.access_token_expire_minutes).total_seconds())
+
+    async def deny() -> None:
+        await kit.redis.set(revoked_family_key(family_id.hex), "1", ex=lifetime + _CLOCK_SKEW)
+
+    after_commit(session, deny)
 
 
 async def authenticate(
@@ -213,8 +239,10 @@ async def authenticate(
         ) from exc
     jti = str(claims["jti"])
     version = claims.get("ver")
+    family = claims.get("fam")
+    family_id = family if isinstance(family, str) else None
     revoked, account = await kit.accounts.lookup(
-        user_id, revoked_key=revoked_access_key(jti), also=prefetch
+        user_id, revoked_keys=deny_list_keys(jti, family_id), also=prefetch
     )
     if revoked:
         raise Unauthorized("This access token has been revoked")
@@ -228,7 +256,9 @@ async def authenticate(
     if account is None or not account.is_active or version != account.token_version:
         raise Unauthorized("This access token is no longer valid")
     expires_at = datetime.fromtimestamp(claims["exp"], tz=UTC)
-    return Principal(account=account, token_id=jti, token_expires_at=expires_at)
+    return Principal(
+        account=account, token_id=jti, token_expires_at=expires_at, family_id=family_id
+    )
 
 
 def request_password_reset(session: AsyncSession, *, email: str) -> None:
@@ -349,7 +379,7 @@ async def _issue_pair(
         subject=str(user.id),
         jti=uuid7().hex,
         lifetime=access_lifetime,
-        claims={"ver": user.token_version},
+        claims={"ver": user.token_version, "fam": family_id.hex},
     )
     refresh_id = uuid7()
     refreshed = kit.tokens.encode(
