@@ -58,6 +58,30 @@ async def test_errors_are_documented_as_problems(client: httpx.AsyncClient) -> N
     assert "HTTPValidationError" not in schema["components"]["schemas"]
 
 
+async def test_shared_refusals_are_documented_on_every_operation_they_apply_to(
+    client: httpx.AsyncClient,
+) -> None:
+    """Every API operation can be rate limited (429) and find a backing service down
+    (503); one that needs a scope can refuse a key without it (403); one that takes an
+    Idempotency-Key answers 409 in flight and 422 for a reused key."""
+    schema = (await client.get("/openapi.json")).json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            responses = operation["responses"]
+            where = f"{method.upper()} {path}"
+            if path.startswith("/api/v1/"):
+                assert {"429", "503"} <= set(responses), where
+            scopes = [s for r in operation.get("security", []) for s in r.values() if s]
+            if scopes:
+                assert "403" in responses, where
+            parameters = {p["name"].lower() for p in operation.get("parameters", [])}
+            if "idempotency-key" in parameters:
+                assert {"409", "422"} <= set(responses), where
+    create = schema["paths"]["/api/v1/items"]["post"]["responses"]
+    assert "Idempotency-Key" in create["422"]["description"]
+    assert list(create["422"]["content"]) == ["application/problem+json"]
+
+
 async def test_docs_are_off_in_production() -> None:
     auth = AuthSettings(_env_file=None, jwt_secret=SecretStr("p" * 40))
     mail = MailSettings(_env_file=None, backend="smtp")

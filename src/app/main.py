@@ -114,7 +114,7 @@ def _customise_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            add_problem_schemas(schema)
+            add_problem_schemas(schema, api_prefix=API_PREFIX)
             add_component_schemas(schema, REALTIME_MODELS)
             _parameters_are_never_null(schema)
             _streams_in_openapi_3_1(schema)

@@ -36,13 +36,13 @@ async def test_a_repeated_upload_replays_the_first_answer_and_stores_nothing(
     assert stored_paths(settings) == stored
 
 
-async def test_the_same_key_with_other_files_is_409(client: httpx.AsyncClient) -> None:
+async def test_the_same_key_with_other_files_is_422(client: httpx.AsyncClient) -> None:
     account = await create_account(client)
     key = {"Idempotency-Key": "upload-2"}
     first = await upload(client, account, [("a.txt", b"one", "text/plain")], headers=key)
     other = await upload(client, account, [("a.txt", b"two", "text/plain")], headers=key)
     assert first.status_code == 201
-    assert other.status_code == 409
+    assert other.status_code == 422
     assert other.json()["type"] == "urn:problem:idempotency-key-reused"
 
 

@@ -41,14 +41,14 @@ async def test_a_repeat_replays_the_first_response_and_creates_nothing(
     assert await _count(db, account) == 1
 
 
-async def test_the_same_key_with_another_body_is_409(
+async def test_the_same_key_with_another_body_is_422(
     client: httpx.AsyncClient, db: AsyncSession
 ) -> None:
     account = await create_account(client)
     headers = account.headers | {"Idempotency-Key": "order-43"}
     assert (await client.post(ITEMS, json=BODY, headers=headers)).status_code == 201
     other = await client.post(ITEMS, json=BODY | {"price": "11"}, headers=headers)
-    assert other.status_code == 409
+    assert other.status_code == 422
     assert other.json()["type"] == "urn:problem:idempotency-key-reused"
     assert await _count(db, account) == 1
 

@@ -28,7 +28,7 @@ from app.core.breaker import is_unreachable
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
 from app.core.retry import is_transient, mark_retryable
-from app.core.schemas import add_component_schemas, openapi_operations
+from app.core.schemas import add_component_schemas
 
 logger = logging.getLogger(__name__)
 
@@ -156,28 +156,60 @@ def problem_responses(
     }
 
 
-def add_problem_schemas(openapi: dict[str, Any]) -> None:
+def add_problem_schemas(openapi: dict[str, Any], *, api_prefix: str) -> None:
     add_component_schemas(openapi, (Problem,), mode="validation")
-    _document_shared_problems(openapi)
+    _document_shared_problems(openapi, api_prefix)
 
 
-def _document_shared_problems(openapi: dict[str, Any]) -> None:
+_RATE_LIMITED = "Too many requests from this caller; retry after `Retry-After` seconds"
+_UNAVAILABLE = (
+    "PostgreSQL or Redis is unavailable, or the request collided with a concurrent one "
+    "twice; retry after `Retry-After` seconds"
+)
+_MISSING_SCOPE = "The credential lacks a scope this operation needs (an API key's scopes)"
+_KEY_IN_FLIGHT = "A request with this `Idempotency-Key` is still in progress; retry later"
+_KEY_REUSED = (
+    "this `Idempotency-Key` was already used with a different request "
+    "(`urn:problem:idempotency-key-reused`)"
+)
+
+
+def _document_shared_problems(openapi: dict[str, Any], api_prefix: str) -> None:
     """Statuses that come from shared machinery rather than from one path operation:
     a body that cannot be parsed at all (not JSON, not UTF-8, a broken multipart) is a
-    400, and an `Idempotency-Key` already in flight or bound to another request a 409."""
-    for operation in openapi_operations(openapi):
-        responses = operation.setdefault("responses", {})
-        statuses: list[int] = []
-        if "requestBody" in operation:
-            statuses.append(400)
-        if any(
-            parameter.get("in") == "header"
-            and str(parameter.get("name")).lower() == "idempotency-key"
-            for parameter in operation.get("parameters", [])
-        ):
-            statuses.append(409)
-        for status, entry in problem_responses(*statuses).items():
-            responses.setdefault(str(status), entry)
+    400; every API route has a rate limit (429) and needs PostgreSQL or Redis (503); a
+    route that needs a scope refuses a credential without it (403); and an
+    `Idempotency-Key` in flight is a 409, one bound to another request a 422."""
+    for path, operations in openapi.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            statuses: list[int] = []
+            described: dict[int, str] = {}
+            if "requestBody" in operation:
+                statuses.append(400)
+            if path.startswith(api_prefix):
+                described |= {429: _RATE_LIMITED, 503: _UNAVAILABLE}
+            if any(any(scopes) for scopes in _security_scopes(operation)):
+                described[403] = _MISSING_SCOPE
+            if _takes_idempotency_key(operation):
+                described[409] = _KEY_IN_FLIGHT
+                invalid = responses.setdefault("422", problem_responses(422)[422])
+                invalid["description"] = f"{invalid['description']}; or {_KEY_REUSED}"
+            for status, entry in problem_responses(*statuses, described=described).items():
+                responses.setdefault(str(status), entry)
+
+
+def _security_scopes(operation: dict[str, Any]) -> list[list[str]]:
+    return [
+        scopes for requirement in operation.get("security", []) for scopes in requirement.values()
+    ]
+
+
+def _takes_idempotency_key(operation: dict[str, Any]) -> bool:
+    return any(
+        parameter.get("in") == "header" and str(parameter.get("name")).lower() == "idempotency-key"
+        for parameter in operation.get("parameters", [])
+    )
 
 
 def problem(

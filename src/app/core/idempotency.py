@@ -3,7 +3,7 @@
 How it fits together:
 - a dependency (wired with the caller's identity in `auth.dependencies`) calls
   `Idempotency.begin()` once the caller is authenticated: it replays a stored response,
-  refuses a key reused with another body or still in flight (409 both), or takes the key.
+  refuses a key reused with another body (422) or still in flight (409), or takes the key.
   It then ties the key to the request's transaction: `store` after the commit,
   `release` on rollback;
 - `IdempotentRoute` hands the final response of the path operation to the taken key. The
@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from starlette.datastructures import FormData, UploadFile
 
-from app.core.errors import Conflict
+from app.core.errors import AppError, Conflict
 from app.core.ids import uuid7
 
 RECORD_TTL_SECONDS = 24 * 3600
@@ -61,10 +61,12 @@ REPLAYED_HEADER = "Idempotent-Replayed"
 _KEPT_HEADERS = ("content-type", "location", "etag")
 
 
-class IdempotencyKeyReused(Conflict):
-    """The key already stands for another request. A 409, not a 422: the body itself is
-    valid (the same body under a fresh key succeeds); it conflicts with the key's state."""
+class IdempotencyKeyReused(AppError):
+    """The key already stands for another request (another body, path or method): a
+    422, as the IETF Idempotency-Key draft says; a 409 only means the same request is
+    still in flight."""
 
+    status = 422
     code = "idempotency-key-reused"
 
 
@@ -161,7 +163,7 @@ class Idempotency:
         return record
 
     def answer(self, record: dict[str, Any], fingerprint: str) -> NoReturn:
-        """Replay the stored response if it answered the same request, else 409."""
+        """Replay the stored response if it answered the same request, else 422."""
         self._refuse_if_other(record, fingerprint)
         raise ReplayResponse(_restore(record))
 
