@@ -10,7 +10,7 @@ SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 RUN := $(UV) run --frozen
 
-.PHONY: help install run serve worker migrate superuser seed test lint fmt bench load bench-jobs bench-cache bench-realtime bench-upload crash-trials fuzz clean
+.PHONY: help install run serve worker migrate superuser seed test lint fmt bench load bench-jobs bench-cache bench-realtime bench-upload bench-pooler crash-trials fuzz clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,6 +51,7 @@ seed: install ## add demo users with items (make seed USERS=1000 ITEMS=20)
 	$(RUN) app seed --users $(or $(USERS),10) --items $(or $(ITEMS),20)
 
 test: install ## run the whole test suite against the real PostgreSQL and Redis
+	@bash .ci/components
 	$(RUN) pytest
 
 lint: install ## ruff (lint + format check) and mypy --strict
@@ -68,6 +69,9 @@ bench: install ## wrk against the API and reference handlers R1/R2: one table (n
 load: install ## locust, headless (make load USERS=50 DURATION=60; KNEE=1 finds the knee)
 	$(UV) run --frozen --group load python -m bench.load --users $(or $(USERS),50) \
 		--seconds $(or $(DURATION),60) $(if $(KNEE),--knee)
+
+bench-pooler: install ## GET /items/{id} straight to PostgreSQL and through PgBouncer (needs wrk, pgbouncer)
+	$(RUN) python -m bench.pooler
 
 bench-jobs: install ## no-op job throughput and enqueue-to-start latency (database app_bench)
 	$(RUN) python -m bench.jobs

@@ -17,6 +17,7 @@ from sqlalchemy.pool import NullPool
 import app.models  # noqa: F401 - registers every table on Base.metadata
 from app.core.config import DatabaseSettings
 from app.core.db import Base
+from app.core.resources import application_name, connect_args, driver_options
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -25,9 +26,16 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
-def _database_url() -> str:
+def _database_settings() -> DatabaseSettings:
+    """DATABASE_* from the environment, the URL from the caller if it gave one; no
+    statement timeout (an index build may take long)."""
     url = config.attributes.get("database_url")
-    return url if isinstance(url, str) else DatabaseSettings().url
+    settings = DatabaseSettings(url=url) if isinstance(url, str) else DatabaseSettings()
+    return settings.model_copy(update={"statement_timeout_ms": 0})
+
+
+def _database_url() -> str:
+    return driver_options(_database_settings())[0]
 
 
 def run_migrations_offline() -> None:
@@ -54,7 +62,13 @@ def _run(connection: Connection) -> None:
 
 
 async def run_migrations_online() -> None:
-    engine = create_async_engine(_database_url(), poolclass=NullPool)
+    settings = _database_settings()
+    engine = create_async_engine(
+        _database_url(),
+        poolclass=NullPool,
+        # Safe behind a transaction-mode pooler too (DATABASE_PGBOUNCER).
+        connect_args=connect_args(settings, application=application_name("app", "migrate")),
+    )
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

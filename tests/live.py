@@ -32,6 +32,8 @@ def live_env(settings: Settings, storage: Path, **extra: str) -> dict[str, str]:
         "RATE_LIMIT_ANONYMOUS_PER_MINUTE": "100000",
         "RATE_LIMIT_REGISTRATIONS_PER_HOUR": "100000",
         "RATE_LIMIT_RECOVERIES_PER_HOUR": "100000",
+        # Stop at once on SIGTERM; tests of the drain set it.
+        "SHUTDOWN_DRAIN_SECONDS": "0",
     }
     return bench_env(**(defaults | extra))
 

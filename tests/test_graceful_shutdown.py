@@ -159,3 +159,41 @@ async def test_sigterm_lets_a_worker_finish_its_running_job(
     assert (info.success, info.job_try) == (True, 1)
     rows, _ = check_export_file(tmp_path, job_id, items)
     assert rows == items
+
+
+DRAIN_SECONDS = 1.5
+
+
+async def test_sigterm_first_turns_readiness_to_503_while_the_process_still_serves(
+    settings: Settings, committed: Resources, tmp_path: Path
+) -> None:
+    """The load balancer's window: for SHUTDOWN_DRAIN_SECONDS after SIGTERM, readiness
+    answers 503 `draining` and every request, a write included, is still served; then
+    the process stops accepting and exits."""
+    env = live_env(settings, tmp_path, SHUTDOWN_DRAIN_SECONDS=str(DRAIN_SECONDS))
+    server = await start_server(env)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            account = await create_account(client)
+            assert (await client.get("/health/ready")).status_code == 200
+            signalled = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.2)
+            ready = await client.get("/health/ready")
+            live = await client.get("/health/live")
+            created = await client.post(
+                "/api/v1/items",
+                json={"title": "During the drain", "price": "1"},
+                headers=account.headers,
+            )
+            during = time.monotonic() - signalled
+            code = await asyncio.to_thread(server.process.wait, DRAIN_SECONDS + 15)
+            exited = time.monotonic() - signalled
+    finally:
+        server.stop(grace=1)
+    assert during < DRAIN_SECONDS
+    assert (ready.status_code, ready.json()["status"]) == (503, "draining")
+    assert live.status_code == 200
+    assert created.status_code == 201, created.text
+    assert code == 0
+    assert DRAIN_SECONDS <= exited < DRAIN_SECONDS + 10

@@ -18,7 +18,7 @@ from app.core.db import session_scope
 from app.core.jobs import LEASE_SECONDS, enqueue_after_commit, job, job_info
 from app.core.resources import Resources
 from app.items.tasks import EXPORT_TIMEOUT
-from app.worker import FUNCTIONS, HEALTH_CHECK_KEY, create_worker
+from app.worker import FUNCTIONS, create_worker, health_check_key
 from tests.waiting import wait_until
 
 
@@ -55,19 +55,26 @@ async def test_a_job_is_sent_only_after_its_transaction_commits(
     assert [job.job_id for job in await resources.arq.queued_jobs()] == ["ok"]
 
 
-async def test_worker_check_tells_whether_a_worker_is_alive(
+def _named(settings: Settings, name: str) -> Settings:
+    worker = settings.worker.model_copy(update={"name": name})
+    return settings.model_copy(update={"worker": worker})
+
+
+async def test_worker_check_tells_whether_its_own_worker_is_alive(
     settings: Settings, redis: Redis, tmp_path: Path
 ) -> None:
+    """Two workers: the check of each names only its own. A worker alive must not make
+    one that stopped (or froze) look healthy."""
     env = {
         "PATH": os.environ["PATH"],
         "DATABASE_URL": settings.database.url,
         "REDIS_URL": settings.redis.url,
     }
 
-    def check() -> subprocess.CompletedProcess[str]:
+    def check(name: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "app", "worker", "--check"],
-            env=env,
+            env=env | {"WORKER_NAME": name},
             cwd=tmp_path,
             capture_output=True,
             text=True,
@@ -75,21 +82,38 @@ async def test_worker_check_tells_whether_a_worker_is_alive(
             check=False,
         )
 
-    worker = create_worker(settings, handle_signals=False, poll_delay=0.01)
-    running = asyncio.create_task(worker.main())
+    stopped = create_worker(_named(settings, "worker-a"), handle_signals=False, poll_delay=0.01)
+    alive = create_worker(_named(settings, "worker-b"), handle_signals=False, poll_delay=0.01)
+    assert stopped.health_check_key != alive.health_check_key
+    runs = {w: asyncio.create_task(w.main()) for w in (stopped, alive)}
     try:
-        await wait_until(lambda: redis.exists(HEALTH_CHECK_KEY))
-        alive = await asyncio.to_thread(check)
-    finally:
-        running.cancel()
+        await wait_until(lambda: redis.exists(stopped.health_check_key, alive.health_check_key))
+        both = await asyncio.gather(
+            *(asyncio.to_thread(check, n) for n in ("worker-a", "worker-b"))
+        )
+        runs[stopped].cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await running
-        await worker.close()
-    gone = await asyncio.to_thread(check)
-    assert alive.returncode == 0, alive.stderr
-    assert "worker healthy: " in alive.stderr
-    assert gone.returncode == 1
-    assert gone.stderr.strip() == "error: no worker has recorded its health in the last 31 seconds"
+            await runs[stopped]
+        await stopped.close()
+        # What a frozen worker's record does once it lapses (ARQ gives it 31 s).
+        await redis.delete(stopped.health_check_key)
+        after = await asyncio.gather(
+            *(asyncio.to_thread(check, n) for n in ("worker-a", "worker-b"))
+        )
+    finally:
+        for run in runs.values():
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+        await alive.close()
+    assert [r.returncode for r in both] == [0, 0], [r.stderr for r in both]
+    assert all("worker healthy: " in r.stderr for r in both)
+    assert [r.returncode for r in after] == [1, 0]
+    assert after[0].stderr.strip() == (
+        "error: worker 'worker-a' has not recorded its health in the last 31 seconds"
+    )
+    never = await asyncio.to_thread(check, "worker-c")
+    assert never.returncode == 1
 
 
 async def test_a_running_job_holds_a_short_lease_not_arqs_longest_timeout(
@@ -135,4 +159,5 @@ def test_the_worker_takes_its_knobs_from_settings(settings: Settings) -> None:
         settings.model_copy(update={"worker": worker_settings}), handle_signals=False
     )
     assert (worker.max_jobs, worker.poll_delay_s, worker._job_completion_wait) == (3, 0.2, 7)
-    assert worker.health_check_key == HEALTH_CHECK_KEY
+    assert worker.health_check_key == health_check_key(settings)
+    assert worker.health_check_key.endswith(f":{settings.worker.name}")

@@ -106,7 +106,7 @@ def _check_worker(settings: Settings) -> None:
         _fail(str(exc))
     record = asyncio.run(health_record(settings))
     if record is None:
-        _fail("no worker has recorded its health in the last 31 seconds")
+        _fail(f"worker {settings.worker.name!r} has not recorded its health in the last 31 seconds")
     _say(f"worker healthy: {record}")
 
 

@@ -23,7 +23,7 @@ from app.core.config import Settings
 from app.core.errors import add_problem_schemas, install_error_handlers, problem_responses
 from app.core.http import API_PREFIX, is_operational
 from app.core.idempotency import ReplayResponse, replay_handler
-from app.core.lifecycle import drain_on_shutdown_signal
+from app.core.lifecycle import Shutdown, drain_on_shutdown_signal
 from app.core.logging import configure_logging
 from app.core.middleware import (
     BodySizeLimitMiddleware,
@@ -31,7 +31,7 @@ from app.core.middleware import (
     GZipWhenAcceptedMiddleware,
     HealthExemptTrustedHostMiddleware,
 )
-from app.core.resources import Resources
+from app.core.resources import Resources, log_pool_share
 from app.core.retry import RetryTransientMiddleware
 from app.core.schemas import add_component_schemas, drop_null, openapi_operations
 from app.files.router import UPLOAD_LIMIT_HEADERS, document_upload_limits
@@ -71,6 +71,7 @@ OPENAPI_TAGS = [
 class AppState(TypedDict):
     resources: Resources
     hub: EventHub
+    shutdown: Shutdown
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -203,15 +204,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[AppState]:
+        shutdown = Shutdown()
         async with (
             Resources.open(settings) as resources,
             EventHub(
                 resources.redis, settings, revoked=partial(revoked, resources)
             ).running() as hub,
-            drain_on_shutdown_signal(hub.drain, within=settings.realtime.drain_timeout_seconds),
+            drain_on_shutdown_signal(
+                hub.drain,
+                within=settings.realtime.drain_timeout_seconds,
+                shutdown=shutdown,
+                linger=settings.shutdown_drain_seconds,
+            ),
         ):
+            log_pool_share(settings, role="api")
             with tuned_collector(settings.gc_young_threshold):
-                yield {"resources": resources, "hub": hub}
+                yield {"resources": resources, "hub": hub, "shutdown": shutdown}
 
     docs = settings.docs_on
     app = FastAPI(

@@ -1,7 +1,8 @@
 """The ARQ worker: every domain's `tasks.py`, built from the same `Resources` as the API.
 
-Run it with `app worker` (or `make worker`); `app worker --check` exits 0 while a worker
-has recorded its health key recently. `create_worker(settings)` is also what the tests
+Run it with `app worker` (or `make worker`); `app worker --check` exits 0 while the
+worker of the same `WORKER_NAME` (the host name by default) has recorded its health
+key recently. `create_worker(settings)` is also what the tests
 use, with `burst=True`.
 """
 
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 FUNCTIONS: list[Function] = [*AUTH_FUNCTIONS, *ITEM_FUNCTIONS]
 CRON_JOBS: list[CronJob] = [*AUTH_CRON_JOBS, *JOB_CRON_JOBS]
-HEALTH_CHECK_KEY = "arq:app:health-check"
+HEALTH_CHECK_PREFIX = "arq:app:health-check:"
 # While Redis is unreachable, a worker tries again after 0.1 s, 0.2 s, 0.4 s... at most
 # this long apart: it takes jobs again at most this long after Redis is back.
 REDIS_RETRY_MAX_SECONDS = 1.0
@@ -113,7 +114,7 @@ async def startup(ctx: dict[str, Any]) -> None:
     if "resources" in ctx:
         return
     stack = AsyncExitStack()
-    resources = Resources.open(job_settings(ctx["settings"]))
+    resources = Resources.open(job_settings(ctx["settings"]), role="worker")
     ctx["resources"] = await stack.enter_async_context(resources)
     stack.enter_context(tuned_collector(ctx["settings"].gc_young_threshold))
     ctx["exit_stack"] = stack
@@ -140,15 +141,21 @@ class WorkerSettings:
     keep_result = 3600
     max_tries = 5
     health_check_interval = 30
-    health_check_key = HEALTH_CHECK_KEY
+
+
+def health_check_key(settings: Settings) -> str:
+    """Each worker records its health under its own name (`WORKER_NAME`): one worker
+    alive must not make another, frozen one look healthy."""
+    return HEALTH_CHECK_PREFIX + settings.worker.name
 
 
 async def health_record(settings: Settings) -> str | None:
-    """What a running worker last recorded under its health-check key (its counters),
-    or None when no worker has done so in the last `health_check_interval` + 1 s."""
+    """What the worker named in `settings` last recorded under its health-check key
+    (its counters), or None when it has not done so in the last
+    `health_check_interval` + 1 s."""
     redis = build_redis(settings)
     try:
-        record: str | None = await redis.get(HEALTH_CHECK_KEY)
+        record: str | None = await redis.get(health_check_key(settings))
     finally:
         await redis.aclose(close_connection_pool=True)
     return record
@@ -167,5 +174,6 @@ def create_worker(settings: Settings, **overrides: Any) -> Worker:
         "poll_delay": settings.worker.poll_delay_seconds,
         # On SIGTERM: stop taking jobs, let running ones finish for this long.
         "job_completion_wait": settings.worker.shutdown_grace_seconds,
+        "health_check_key": health_check_key(settings),
     }
     return AppWorker(**(options | overrides))

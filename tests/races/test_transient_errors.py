@@ -212,3 +212,21 @@ async def test_a_job_that_fails_once_is_retried_and_completes(
         "try=1 outcome=retry",
         "try=2 outcome=complete",
     ]
+
+
+@pytest.mark.parametrize("sqlstate", ["XX000", "26000", "08P01"])
+async def test_any_other_database_error_answers_503_never_500(
+    inject: Inject, committed_client: httpx.AsyncClient, committed: Resources, sqlstate: str
+) -> None:
+    """An internal error of the server, a prepared statement a pooler lost, a protocol
+    violation: the database's trouble, answered as unavailable."""
+    account = await create_account(committed_client)
+    await inject("items", sqlstate, 1)
+    refused = await committed_client.post(
+        ITEMS, json={"title": "Unlucky", "price": "1"}, headers=account.headers
+    )
+    assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert "Retry-After" in refused.headers
+    assert "injected" not in refused.text
+    assert await _item_count(committed, account.id) == 0

@@ -89,3 +89,17 @@ class Breaker:
             logger.warning("database does not answer: failing fast for %.1f s", self.cooldown)
         self._open_until = self._clock() + self.cooldown
         self._trial_until = 0.0
+
+
+_POOLER_HINT = "a transaction-mode pooler is in the way: set DATABASE_PGBOUNCER=true"
+
+
+def pooler_hint(exc: BaseException) -> str | None:
+    """What to do when `exc` says PostgreSQL is reached through a transaction-mode
+    pooler (PgBouncer and the like) that the settings do not expect."""
+    text = str(exc)
+    if "unsupported startup parameter" in text:
+        return _POOLER_HINT
+    if "prepared statement" in text and ("does not exist" in text or "already exists" in text):
+        return _POOLER_HINT
+    return None

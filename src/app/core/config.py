@@ -7,6 +7,7 @@ ones operators expect (`DATABASE_URL`, `REDIS_URL`, `JWT_SECRET`...) while the c
 
 from __future__ import annotations
 
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -33,6 +34,18 @@ class _Group(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
 
 
+# asyncpg's connect options that may be given in DATABASE_URL's query string, and their
+# types (the URL carries text).
+ASYNCPG_NUMERIC_OPTIONS: dict[str, type[int] | type[float]] = {
+    "statement_cache_size": int,
+    "max_cached_statement_lifetime": int,
+    "max_cacheable_statement_size": int,
+    "prepared_statement_cache_size": int,
+    "timeout": float,
+    "command_timeout": float,
+}
+
+
 class DatabaseSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="DATABASE_")
 
@@ -54,6 +67,10 @@ class DatabaseSettings(_Group):
     # After a connection failed or timed out, seconds during which requests that need
     # the database are answered 503 at once rather than each waiting (app.core.breaker).
     breaker_cooldown_seconds: Annotated[float, Field(gt=0)] = 0.5
+    # Connect through a pooler in transaction mode (PgBouncer, RDS Proxy, Supavisor):
+    # no startup parameters (the statement timeout is set per transaction instead), no
+    # prepared statement kept across transactions (app.core.resources).
+    pgbouncer: bool = False
     echo: bool = False
 
     @field_validator("url")
@@ -66,6 +83,15 @@ class DatabaseSettings(_Group):
         if not url.database:
             msg = "DATABASE_URL must name a database"
             raise ValueError(msg)
+        for name, option_type in ASYNCPG_NUMERIC_OPTIONS.items():
+            given = url.query.get(name)
+            if given is None:
+                continue
+            try:
+                option_type(given)  # type: ignore[arg-type]
+            except (TypeError, ValueError):
+                msg = f"DATABASE_URL: {name} must be a number, not {given!r}"
+                raise ValueError(msg) from None
         return value
 
 
@@ -136,6 +162,12 @@ class MailSettings(_Group):
 class WorkerProcessSettings(_Group):
     model_config = SettingsConfigDict(env_prefix="WORKER_")
 
+    # This worker's name: its own health record, which `app worker --check` in the same
+    # environment reads. The host name is unique per pod or container; give each worker
+    # its own when several run on one host.
+    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(
+        default_factory=socket.gethostname
+    )
     # Jobs one worker process runs at once.
     max_jobs: PositiveInt = 10
     # Seconds an idle worker waits before it looks at the queue again: the floor of the
@@ -287,6 +319,10 @@ class Settings(_Group):
     # their connections (WebSocket and SSE clients are told to go within
     # REALTIME_DRAIN_TIMEOUT_SECONDS, well inside this).
     shutdown_grace_seconds: PositiveInt = 20
+    # On SIGTERM, how long the process keeps serving while `/health/ready` answers 503,
+    # before it stops accepting connections: the time a load balancer or Kubernetes
+    # needs to stop sending it new requests (0: stop accepting at once).
+    shutdown_drain_seconds: Annotated[float, Field(ge=0, le=300)] = 5.0
     # Proxies whose X-Forwarded-For/-Proto uvicorn believes (uvicorn's own default).
     forwarded_allow_ips: str = "127.0.0.1,::1"
     first_superuser_email: str | None = None

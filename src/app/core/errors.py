@@ -24,7 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from app.core.breaker import is_unreachable
+from app.core.breaker import is_unreachable, pooler_hint
 from app.core.context import request_id_from_scope
 from app.core.observability import REDIS_ERRORS
 from app.core.retry import is_transient, mark_retryable
@@ -305,7 +305,11 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _dependency_down(request: Request, exc: Exception) -> Response:
-    logger.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
+    hint = pooler_hint(exc)
+    if hint is not None:
+        logger.error("database refused the connection: %s: %s; %s", type(exc).__name__, exc, hint)
+    else:
+        logger.warning("backing service unavailable: %s: %s", type(exc).__name__, exc)
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
         REDIS_ERRORS.labels("request").inc()
     return _unavailable(request, "A service this request needs is unavailable; retry shortly.")
@@ -404,4 +408,16 @@ async def _database_error(request: Request, exc: Exception) -> Response:
     if sqlstate == _STATEMENT_TIMEOUT:
         logger.warning("statement timeout on %s %s", request.method, request.url.path)
         return _unavailable(request, "The request took too long; retry shortly.")
-    return await _unhandled(request, exc)
+    # Anything else from the driver (a prepared statement a pooler lost, a protocol
+    # error, an internal error of the server) is the database's trouble, not the
+    # client's: logged with its traceback, answered as unavailable, never a 500.
+    hint = pooler_hint(exc)
+    logger.error(
+        "database error %s on %s %s%s",
+        sqlstate or type(exc.orig).__name__,
+        request.method,
+        request.url.path,
+        f"; {hint}" if hint else "",
+        exc_info=exc,
+    )
+    return _unavailable(request, "The database could not complete the request; retry shortly.")

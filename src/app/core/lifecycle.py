@@ -39,10 +39,26 @@ def _is_uvicorn_handler(handler: object) -> bool:
     return isinstance(owner, uvicorn.Server)
 
 
+class Shutdown:
+    """Whether this process was told to stop: `/health/ready` answers 503 from then on,
+    while the process still serves, so load balancers stop sending it requests."""
+
+    def __init__(self) -> None:
+        self.draining = False
+
+
 @contextlib.asynccontextmanager
 async def drain_on_shutdown_signal(
-    drain: Callable[[], Awaitable[None]], *, within: float
+    drain: Callable[[], Awaitable[None]],
+    *,
+    within: float,
+    shutdown: Shutdown | None = None,
+    linger: float = 0,
 ) -> AsyncIterator[None]:
+    """On the first SIGTERM or SIGINT: mark `shutdown` as draining and keep serving for
+    `linger` seconds (the load balancer's time to notice), then `drain` long-lived
+    connections for at most `within` seconds, then hand the signal to uvicorn, which
+    stops accepting and lets the requests in flight finish."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -61,6 +77,11 @@ async def drain_on_shutdown_signal(
 
     async def drain_then_stop(signum: int) -> None:
         try:
+            if shutdown is not None:
+                shutdown.draining = True
+            if linger > 0:
+                logger.info("shutting down: not ready, serving for %.1f s more", linger)
+                await asyncio.sleep(linger)
             async with asyncio.timeout(within):
                 await drain()
         except Exception:

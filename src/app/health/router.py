@@ -5,11 +5,13 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Literal
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from app.core.breaker import pooler_hint
 from app.core.dependencies import ResourcesDep
+from app.core.lifecycle import Shutdown
 
 router = APIRouter(prefix="/health", tags=["health"])
 
@@ -27,7 +29,8 @@ class Check(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "error"]
+    # "draining": told to stop (SIGTERM); still serving for SHUTDOWN_DRAIN_SECONDS.
+    status: Literal["ok", "error", "draining"]
     checks: dict[str, Check]
 
 
@@ -50,8 +53,14 @@ async def live() -> Response:
     # An ok check shows its latency, a failed one its error: not both as null.
     response_model_exclude_none=True,
 )
-async def ready(resources: ResourcesDep, response: Response) -> Readiness:
-    """200 when PostgreSQL and Redis both answer within 1.5 s, else 503; names each check."""
+async def ready(request: Request, resources: ResourcesDep, response: Response) -> Readiness:
+    """200 when PostgreSQL and Redis both answer within 1.5 s, else 503; names each check.
+    503 `draining` once the process was told to stop (it still serves meanwhile)."""
+    shutdown = getattr(request.state, "shutdown", None)
+    if isinstance(shutdown, Shutdown) and shutdown.draining:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        response.headers["Cache-Control"] = "no-store"
+        return Readiness(status="draining", checks={})
 
     async def database() -> None:
         async with resources.engine.connect() as connection:
@@ -86,7 +95,10 @@ async def _timed(probe: Coroutine[Any, Any, None]) -> Check:
         return Check(status="error", error="TimeoutError")
     exc = task.exception()
     if exc is not None:
-        return Check(status="error", error=type(exc).__name__)
+        hint = pooler_hint(exc)
+        return Check(
+            status="error", error=f"{type(exc).__name__} ({hint})" if hint else type(exc).__name__
+        )
     return Check(status="ok", latency_ms=round((time.perf_counter() - started) * 1000, 2))
 
 
