@@ -195,5 +195,7 @@ async def test_sigterm_first_turns_readiness_to_503_while_the_process_still_serv
     assert (ready.status_code, ready.json()["status"]) == (503, "draining")
     assert live.status_code == 200
     assert created.status_code == 201, created.text
+    # Keep-alive connections are not reused meanwhile: the next request opens a new one.
+    assert created.headers["connection"] == "close"
     assert code == 0
     assert DRAIN_SECONDS <= exited < DRAIN_SECONDS + 10

@@ -224,6 +224,7 @@ class EdgeMiddleware:
                         (_REQUEST_ID_KEY, request_id.encode("latin-1")),
                         *(_raw(registered.items()) if registered else ()),
                         *defaults,
+                        *(_CLOSE if _draining(scope) else ()),
                     ],
                 )
             await send(message)
@@ -240,6 +241,19 @@ class EdgeMiddleware:
                 await self.app(scope, receive, send_edge)
         finally:
             request_finished(scope, method, status, time.perf_counter() - started)
+
+
+# While the process drains, every response closes its connection: a client or proxy
+# holding an idle keep-alive connection would otherwise send its next request just as
+# the server closes it (a POST lost that way is a 502 at the proxy, which cannot resend
+# it); on a new connection it reaches a process that stays.
+_CLOSE = _raw([("connection", "close")])
+
+
+def _draining(scope: Scope) -> bool:
+    state = scope.get("state")
+    shutdown = state.get("shutdown") if isinstance(state, dict) else None
+    return bool(getattr(shutdown, "draining", False))
 
 
 def _has_origin(scope: Scope) -> bool:
