@@ -7,7 +7,7 @@ ones operators expect (`DATABASE_URL`, `REDIS_URL`, `JWT_SECRET`...) while the c
 
 from __future__ import annotations
 
-import socket
+import platform
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Self
@@ -165,9 +165,7 @@ class WorkerProcessSettings(_Group):
     # This worker's name: its own health record, which `app worker --check` in the same
     # environment reads. The host name is unique per pod or container; give each worker
     # its own when several run on one host.
-    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(
-        default_factory=socket.gethostname
-    )
+    name: Annotated[str, Field(min_length=1, max_length=200)] = Field(default_factory=platform.node)
     # Jobs one worker process runs at once.
     max_jobs: PositiveInt = 10
     # Seconds an idle worker waits before it looks at the queue again: the floor of the

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import logging
-import socket
+import platform
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -109,7 +109,7 @@ COMMAND_TIMEOUT_MARGIN_SECONDS = 0.5
 def application_name(project_name: str, role: str) -> str:
     """What `pg_stat_activity` shows for this process's connections: the service, its
     role (api, worker) and host, within PostgreSQL's 63 bytes."""
-    name = f"{project_name} {role}@{socket.gethostname()}"
+    name = f"{project_name} {role}@{platform.node()}"
     return name.encode()[:63].decode(errors="ignore")
 
 
